@@ -1,0 +1,35 @@
+# deepfake-fastai: `make help` lists the targets. Every target creates the virtualenv itself.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/deepfake-fastai
+STAMP := $(VENV)/.installed
+
+.PHONY: help install train data test test-all lint clean-runs
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml tools/install-venv.sh
+	bash tools/install-venv.sh $(VENV) dev
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with its dev tools
+
+train: $(STAMP)  ## main job: train resnet18 @ 64 px on the embedded data (CPU, no network)
+	$(CLI) train $(ARGS)
+
+data: $(STAMP)  ## generate the embedded data set, cache it and show its split
+	$(CLI) data $(ARGS)
+
+test: $(STAMP)  ## the test suite CI runs (minutes on 2 cores)
+	$(PY) -m pytest -m "not slow" --durations=15 $(ARGS)
+
+test-all: $(STAMP)  ## every test, including the slow trainings
+	$(PY) -m pytest --durations=15 $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check deepfake_fastai tests
+
+clean-runs:  ## delete runs/ (trained runs) - asks first
+	@read -p "delete runs/ ? [y/N] " a && [ "$$a" = y ] && rm -rf runs || true

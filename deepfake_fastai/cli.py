@@ -1,0 +1,133 @@
+"""The `deepfake-fastai` command: user-facing output lives here, the work in the stage modules."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
+
+EPILOG = """examples:
+  deepfake-fastai data                               generate the embedded data set and show its split
+  deepfake-fastai train                              resnet18 @ 64 px on the embedded data (CPU-sized)
+  deepfake-fastai train --arch convnext_tiny --size 128 --epochs 5
+  deepfake-fastai train --source folder --path ../shared/data/cifake --size 32
+  deepfake-fastai train --config my_run.yaml         any TrainConfig field; data: {...} for the source
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, dispatch, turn known errors into one clear line and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepfake-fastai", description="Train, sweep, ensemble and submit AI-image detectors.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="prepare a data set (generate/download, cache, split) and summarise it",
+                          parents=[common])
+    _add_data_args(data)
+    data.add_argument("--size", type=int, default=64, help="cache images at this max side, px")
+    data.set_defaults(func=cmd_data)
+    tr = sub.add_parser("train", help="train one model and write a run folder", parents=[common],
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_args(tr)
+    _add_data_args(tr)
+    tr.set_defaults(func=cmd_train)
+    return parser
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data source (default: the embedded synthetic data)")
+    g.add_argument("--source", choices=["synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset"])
+    g.add_argument("--path", help="folder with one sub-folder per class (and optional test/), or a CSV")
+    g.add_argument("--competition", help="Kaggle competition slug")
+    g.add_argument("--dataset", help="Kaggle dataset handle owner/name")
+    g.add_argument("--positive-class", help="class whose probability is predicted (default: fake)")
+    g.add_argument("--difficulty", choices=["easy", "default", "hard"], help="synthetic data difficulty")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run (defaults: TrainConfig's)")
+    g.add_argument("--config", type=Path, help="YAML with TrainConfig fields; flags override it")
+    g.add_argument("--arch", help="any timm model name, e.g. resnet50, convnext_tiny, vit_small_patch16_224")
+    g.add_argument("--size", type=int, help="final image side, px")
+    g.add_argument("--item-resize", type=int, help="per-item Resize side before batching, px")
+    g.add_argument("--bs", type=int, help="effective batch size")
+    g.add_argument("--accum", type=int, help="gradient-accumulation micro-batches per step")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--weights-file", help="local weights file for offline pretrained runs")
+    g.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"])
+    g.add_argument("--tta-n", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
+    g.add_argument("--name", help="run folder name (default: derived from the config)")
+
+
+def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
+    raw = dict(base or {})
+    for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty"):
+        if getattr(args, key, None) is not None:
+            raw[key] = getattr(args, key)
+    if raw.get("path") and "source" not in raw:
+        raw["source"] = "csv" if str(raw["path"]).endswith(".csv") else "folder"
+    return from_dict(DataConfig, raw, "data")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    raw = load_yaml(args.config) if args.config else {}
+    where = str(args.config or "flags")
+    data = data_config(args, raw.pop("data", None))
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name != "data":
+            raw[f.name] = value
+    cfg = from_dict(TrainConfig, raw, where)
+    return dataclasses.replace(cfg, data=data)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import prepare
+
+    prepared = prepare(data_config(args), max_px=args.size)
+    items = prepared.items
+    print(f"data set {prepared.key}: {len(items)} labelled images, classes "
+          f"{prepared.negative_class} / {prepared.positive_class} (positive)")
+    print(f"  train {int((~items.is_valid).sum())}, valid {int(items.is_valid.sum())}, "
+          f"test {len(prepared.test)}, skipped {len(prepared.bad_images)}")
+    print(f"  split file: {prepared.split_file}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import run
+
+    result = run(train_config(args))
+    m = result.metrics
+    print(f"\nrun folder: {result.run_dir}")
+    print(f"  AUC {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  log loss {m['log_loss']:.4f}  "
+          f"({m['fit_time_s']:.0f} s, {m['images_per_s']:.0f} images/s, {m['precision_mode']})")
+    print(f"  metrics: {result.run_dir / 'metrics.json'}")
+    print(f"  learner: {result.learner_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

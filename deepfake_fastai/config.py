@@ -1,0 +1,174 @@
+"""Typed configuration: frozen dataclasses loaded from YAML that reject unknown keys.
+
+A run is fully described by a ``TrainConfig`` (which holds its ``DataConfig``); the resolved config is
+written into every run folder, so a run can be reproduced from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCES = ("synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset")
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+RECIPES = ("fine_tune",)
+AUGMENTS = ("flip", "fastai", "none")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled images come from and which class is the positive ("fake") one."""
+
+    source: str = "synthetic"  # one of SOURCES
+    path: str | None = None  # folder root (class sub-folders, optional test/) or CSV file
+    images_dir: str | None = None  # csv source: folder the CSV's file names are relative to
+    fn_col: str = "filename"  # csv source: column with image file names
+    label_col: str = "label"  # csv source: column with class names
+    competition: str | None = None  # kaggle_competition: slug, e.g. "deepfake-detection"
+    dataset: str | None = None  # kaggle_dataset: handle "owner/name"
+    subdir: str | None = None  # kaggle sources: folder inside the download holding the classes
+    positive_class: str = "fake"  # class whose probability is predicted and scored
+    valid_pct: float = 0.2  # fraction of labelled images held out, stratified
+    split_seed: int = 42  # seed of the one fixed split every run of this data set shares
+    difficulty: str = "default"  # synthetic: easy | default | hard
+    synthetic_n: int = 2500  # synthetic: labelled images to generate
+    synthetic_px: int = 64  # synthetic: image side, pixels
+    data_dir: str = "data"  # where generated data, caches and splits live
+
+    def __post_init__(self) -> None:
+        _check_choice("source", self.source, SOURCES)
+        if not 0.0 < self.valid_pct < 1.0:
+            raise ConfigError(f"data.valid_pct must be between 0 and 1, got {self.valid_pct}")
+        need = {"folder": "path", "csv": "path", "kaggle_competition": "competition",
+                "kaggle_dataset": "dataset"}.get(self.source)
+        if need and not getattr(self, need):
+            raise ConfigError(f"data.source '{self.source}' needs data.{need}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: architecture, resolutions, optimisation and output."""
+
+    arch: str = "resnet18"  # any timm model name
+    size: int = 64  # final (batch-transform) image side, pixels
+    item_resize: int | None = None  # per-item Resize side before batching, pixels (None: = size)
+    bs: int = 64  # effective batch size (images per optimizer step)
+    accum: int = 1  # micro-batches per optimizer step: micro-batch = bs // accum
+    epochs: int = 3
+    lr: float = 2e-3  # base learning rate
+    pretrained: bool = False  # load timm weights (hub, HF cache, or weights_file)
+    weights_file: str | None = None  # local weights for offline pretrained runs
+    recipe: str = "fine_tune"  # one of RECIPES
+    aug: str = "flip"  # flip: pixel-exact flips only (keeps generator traces) | fastai | none
+    precision: str = "auto"  # auto: fp16 on CUDA, bf16 autocast on a CPU that has it, else fp32
+    tta_n: int = 4  # TTA augmented passes
+    tta_beta: float = 0.25  # weight of the plain pass in TTA
+    seed: int = 42
+    num_workers: int = 0  # DataLoader workers (0 = in-process, best on a 2-core box)
+    runs_dir: str = "runs"  # parent of the run folder
+    name: str | None = None  # run folder name (None: derived from the config)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("recipe", self.recipe, RECIPES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("aug", self.aug, AUGMENTS)
+        for key in ("size", "bs", "accum", "epochs", "tta_n"):
+            if getattr(self, key) < (0 if key == "tta_n" else 1):
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.bs % self.accum:
+            raise ConfigError(f"bs ({self.bs}) must be divisible by accum ({self.accum})")
+
+    @property
+    def micro_bs(self) -> int:
+        """Images per forward pass."""
+        return self.bs // self.accum
+
+    @property
+    def resize_px(self) -> int:
+        """Per-item resize side."""
+        return self.item_resize or self.size
+
+    @property
+    def run_name(self) -> str:
+        """Run folder name derived from the config: <arch>_r<item>-<size>_<recipe>_s<seed>."""
+        if self.name:
+            return self.name
+        arch = self.arch.replace("/", "-").replace(".", "-")
+        return f"{arch}_r{self.resize_px}-{self.size}_{self.recipe}_s{self.seed}"
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types with the key named."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint; int is accepted where float is expected."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, where)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, naming the file on any error."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return raw
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """Load a TrainConfig from YAML (e.g. a run folder's config.yaml)."""
+    return from_dict(TrainConfig, load_yaml(path), str(path))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a (nested) config dataclass, for YAML/JSON."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """YAML text of a config dataclass, keys in field order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

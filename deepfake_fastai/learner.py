@@ -1,0 +1,229 @@
+"""The fastai side of a run: DataLoaders, vision_learner on timm, precision, fit, TTA, export, load.
+
+Imports fastai/torch at module level; train.py imports this module only inside a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+import warnings
+from pathlib import Path
+
+import fastai.callback.all  # noqa: F401 - patches fit_one_cycle, fine_tune, to_fp16 onto Learner
+import numpy as np
+import pandas as pd
+import torch
+from fastai.callback.training import GradientAccumulation
+from fastai.data.block import CategoryBlock, ColReader, ColSplitter, DataBlock
+from fastai.metrics import RocAucBinary, accuracy
+from fastai.torch_core import set_seed
+from fastai.vision.augment import Flip, Resize, aug_transforms
+from fastai.vision.core import PILImage
+from fastai.vision.data import ImageBlock
+from fastai.vision.learner import vision_learner
+
+from . import atomic
+from .callbacks import CPUAutocast, bf16_supported
+from .config import TrainConfig
+from .data import Prepared
+from .models import explain_weights_error, norm_stats, prepare_pretrained, timm_kwargs
+
+log = logging.getLogger(__name__)
+TRAINING_ONLY_CBS = (CPUAutocast, GradientAccumulation)
+
+
+def set_threads() -> int:
+    """Use every core for torch, once, deliberately (two training processes on 2 cores collapse 10-30x)."""
+    n = int(os.environ.get("DEEPFAKE_FASTAI_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(n)
+    return n
+
+
+def dataloaders(cfg: TrainConfig, prepared: Prepared):
+    """Fresh DataLoaders for this run, normalised with the arch's own stats (never shared across runs)."""
+    from fastai.vision.augment import Normalize
+
+    stats = norm_stats(cfg.arch)
+    block = DataBlock(
+        blocks=(ImageBlock(PILImage), CategoryBlock(vocab=[prepared.negative_class, prepared.positive_class])),
+        get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
+        item_tfms=Resize(cfg.resize_px, method="squish"),
+        batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return block.dataloaders(prepared.items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+
+
+def augmentations(cfg: TrainConfig) -> list:
+    """Batch transforms. "flip" keeps the pixel grid (resampling erases generator traces)."""
+    if cfg.aug == "fastai":
+        return aug_transforms(size=cfg.size, min_scale=0.75)
+    if cfg.aug == "flip":
+        return [Flip(p=0.5, size=cfg.size)]
+    return [Resize(cfg.size, method="squish")] if cfg.size != cfg.resize_px else []
+
+
+def build(cfg: TrainConfig, prepared: Prepared):
+    """Seeded learner with metrics, accumulation and the chosen precision. Returns (learner, precision)."""
+    set_threads()
+    set_seed(cfg.seed, reproducible=True)
+    dls = dataloaders(cfg, prepared)
+    if cfg.pretrained:
+        prepare_pretrained(cfg.arch, cfg.weights_file)
+    try:
+        learn = vision_learner(dls, cfg.arch, pretrained=cfg.pretrained, normalize=False,
+                               metrics=[accuracy, RocAucBinary()],
+                               **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+    except OSError as e:  # huggingface_hub's LocalEntryNotFoundError and friends are OSErrors
+        raise explain_weights_error(cfg.arch, e) from e
+    learn.add_cbs(accumulation_callbacks(cfg))
+    precision = resolve_precision(cfg.precision)
+    if precision == "fp16":
+        learn.to_fp16()
+    elif precision == "bf16":
+        learn.add_cb(CPUAutocast())
+    return learn, precision
+
+
+def accumulation_callbacks(cfg: TrainConfig) -> list:
+    """Gradient accumulation over ``cfg.accum`` micro-batches of ``cfg.micro_bs`` images.
+
+    The one place the units are converted: fastai's GradientAccumulation(n_acc) counts *samples* and steps
+    once ``n_acc`` have been seen, so n_acc = the effective batch ``cfg.bs``.
+    """
+    return [GradientAccumulation(n_acc=cfg.bs)] if cfg.accum > 1 else []
+
+
+def resolve_precision(requested: str) -> str:
+    """auto -> fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. Impossible requests raise."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "fp16" if cuda else ("bf16" if bf16_supported() else "fp32")
+    if requested == "fp16" and not cuda:
+        raise ValueError("precision fp16 needs CUDA; use bf16 (CPU autocast) or fp32 on this machine")
+    if requested == "bf16" and cuda:
+        raise ValueError("precision bf16 is the CPU path here; use fp16 on CUDA")
+    return requested
+
+
+def fit(learn, cfg: TrainConfig) -> float:
+    """Train with the recipe; returns wall seconds."""
+    start = time.perf_counter()
+    if cfg.pretrained:
+        learn.fine_tune(cfg.epochs, cfg.lr)
+    else:
+        # fine_tune's first phase trains only the head over a frozen body: pointless for random weights.
+        learn.fit_one_cycle(cfg.epochs, cfg.lr)
+    return time.perf_counter() - start
+
+
+def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """TTA probabilities of the positive class for the validation and the test images."""
+    pos = list(learn.dls.vocab).index(prepared.positive_class)
+    valid = _probs(learn, learn.dls.valid, cfg)[:, pos]
+    if prepared.test.empty:
+        return valid, np.zeros(0, dtype=np.float32)
+    test_dl = learn.dls.test_dl(prepared.test.path.tolist())
+    return valid, _probs(learn, test_dl, cfg)[:, pos]
+
+
+def _probs(learn, dl, cfg: TrainConfig) -> np.ndarray:
+    if cfg.tta_n:
+        probs, _ = learn.tta(dl=dl, n=cfg.tta_n, beta=cfg.tta_beta)
+    else:
+        probs, _ = learn.get_preds(dl=dl)
+    return probs.float().numpy()
+
+
+def history(learn) -> pd.DataFrame:
+    """Per-epoch train/valid loss and metrics from fastai's Recorder."""
+    names = [str(n) for n in learn.recorder.metric_names[1:-1]]  # drop "epoch" and "time"
+    frame = pd.DataFrame([list(map(float, v)) for v in learn.recorder.values], columns=names)
+    frame.insert(0, "epoch", range(len(frame)))
+    return frame
+
+
+def export(learn, path: Path) -> str:
+    """Export for inference (training-only callbacks removed, fp32) atomically; returns its SHA-256."""
+    from .train import file_sha256
+
+    for cb in [cb for cb in learn.cbs if isinstance(cb, TRAINING_ONLY_CBS)]:
+        learn.remove_cb(cb)
+    if hasattr(learn, "mixed_precision"):
+        learn.to_fp32()
+    atomic.write_with(Path(path), lambda p: learn.export(p.resolve()))
+    return file_sha256(path)
+
+
+def load_learner(path: Path, cpu: bool = True, trust: bool = False):
+    """Load an exported learner; refuses pickles this toolkit did not write unless ``trust=True``.
+
+    Unpickling runs code. A learner.pkl is trusted when it sits in a complete run folder whose
+    metrics.json records its SHA-256 (written by train()).
+    """
+    from fastai.learner import load_learner as fastai_load
+
+    path = Path(path)
+    if not trust and not _written_by_toolkit(path):
+        raise PermissionError(
+            f"{path} was not written by deepfake_fastai (no matching learner_sha256 in a metrics.json "
+            f"beside it). Unpickling runs code: pass trust=True only for files from a source you trust.")
+    try:
+        with warnings.catch_warnings():  # fastai's pickle warning: the trust check above replaces it
+            warnings.filterwarnings("ignore", message=".*insecure pickle.*")
+            return fastai_load(path, cpu=cpu)
+    except (UnboundLocalError, ModuleNotFoundError, AttributeError, pickle.UnpicklingError) as e:
+        # fastai turns a missing module into "cannot access local variable 'res'": name the module instead.
+        missing = missing_modules(path)
+        what = f"module(s) {', '.join(missing)} not importable here" if missing else str(e)
+        raise ImportError(
+            f"cannot load {path}: {what}. The learner pickles objects (callbacks, transforms, label "
+            f"functions) by module; install the package that provides them in this environment.") from e
+
+
+def missing_modules(path: Path) -> list[str]:
+    """Modules a learner.pkl refers to that cannot be imported here (reads the pickle, runs nothing)."""
+    import importlib.util
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:  # torch.save's format: a zip holding <name>/data.pkl
+        raw = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    modules, strings, memo, last_str = set(), [], {}, None
+    for op, arg, _ in pickletools.genops(raw):
+        if "UNICODE" in op.name:
+            last_str = arg
+            strings.append(arg)
+            continue
+        if op.name == "MEMOIZE":
+            memo[len(memo)] = last_str
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            strings.append(memo.get(arg))
+        elif op.name == "GLOBAL":
+            modules.add(arg.split(" ")[0])
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2 and strings[-2]:
+            modules.add(strings[-2])
+        last_str = None
+    return sorted(m for m in modules if not _importable(m, importlib.util))
+
+
+def _importable(module: str, util) -> bool:
+    try:
+        return util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _written_by_toolkit(path: Path) -> bool:
+    import json
+
+    from .train import file_sha256
+
+    try:
+        recorded = json.loads((path.parent / "metrics.json").read_text()).get("learner_sha256")
+    except (OSError, ValueError):
+        return False
+    return recorded == file_sha256(path)

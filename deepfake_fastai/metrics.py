@@ -1,0 +1,30 @@
+"""Detection metrics from probabilities of the positive ("fake") class. Pure numpy/sklearn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """AUC, accuracy, error rate, log loss, precision/recall/F1 and per-class accuracy (1 = fake)."""
+    from sklearn import metrics as skm  # lazy: keeps `import deepfake_fastai` light
+
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    pred = (p >= threshold).astype(int)
+    acc = float((pred == y).mean())
+    two_classes = len(np.unique(y)) == 2
+    return {
+        "auc": float(skm.roc_auc_score(y, p)) if two_classes else float("nan"),
+        "accuracy": acc,
+        "error_rate": 1.0 - acc,
+        "log_loss": float(skm.log_loss(y, p, labels=[0, 1])),
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        # "real"/"fake" = negative/positive class, whatever the data set calls them
+        "real_accuracy": float((pred[y == 0] == 0).mean()) if (y == 0).any() else float("nan"),
+        "fake_accuracy": float((pred[y == 1] == 1).mean()) if (y == 1).any() else float("nan"),
+    }

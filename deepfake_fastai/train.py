@@ -1,0 +1,168 @@
+"""train(): one fastai vision_learner run on a timm architecture, written to a run folder.
+
+The run folder is the contract with later stages (sweep, ensemble, report):
+  config.yaml        resolved TrainConfig (reproduce the run from it)
+  status.json        running | failed (with the error) | complete
+  history.csv        per-epoch losses and metrics
+  valid_probs.npy    TTA probability of the positive class, rows = valid_ids.csv (id,label)
+  test_probs.npy     same for the test images, rows = test_ids.csv (id)
+  learner.pkl        exported fastai learner (load with deepfake_fastai.load_learner)
+  metrics.json       written last: its presence with status "complete" marks the run complete
+  train.log          the run's log
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import atomic, metrics
+from .config import DataConfig, TrainConfig, dump_yaml
+from .models import check_arch
+
+log = logging.getLogger(__name__)
+
+LEARNER_FILE = "learner.pkl"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced: its folder and its metrics."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    @property
+    def learner_path(self) -> Path:
+        return self.run_dir / LEARNER_FILE
+
+
+def train(arch: str = "resnet18", size: int = 64, item_tfms: int | None = None, accum: int = 1,
+          epochs: int = 3, *, lr: float = 2e-3, bs: int = 64, pretrained: bool = False, seed: int = 42,
+          recipe: str = "fine_tune", data: DataConfig | None = None, runs_dir: str = "runs",
+          **options: Any) -> RunResult:
+    """Train ``arch`` at ``size`` px (items first resized to ``item_tfms`` px) and write a run folder.
+
+    ``options`` are the remaining TrainConfig fields (precision, tta_n, aug, weights_file, name, ...).
+    """
+    cfg = TrainConfig(arch=arch, size=size, item_resize=item_tfms, accum=accum, epochs=epochs, lr=lr, bs=bs,
+                      pretrained=pretrained, seed=seed, recipe=recipe, data=data or DataConfig(),
+                      runs_dir=runs_dir, **options)
+    return run(cfg)
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete iff its metrics.json parses and says so (it is written last, atomically)."""
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        return False
+
+
+def run(cfg: TrainConfig) -> RunResult:
+    """Run one config: skip if complete, else train, predict, score, export; always record status."""
+    run_dir = (Path(cfg.runs_dir) / cfg.run_name).resolve()
+    if is_complete(run_dir):
+        log.info("%s is complete; skipping (delete the folder to redo it)", run_dir)
+        return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+    check_arch(cfg.arch)  # before any data work: a typo must cost milliseconds
+    _start(run_dir, cfg)
+    handler = _attach_log(run_dir / "train.log")
+    try:
+        result = _train_steps(cfg, run_dir)
+    except BaseException as e:
+        atomic.write_json(run_dir / "status.json", {
+            "status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    return result
+
+
+def _start(run_dir: Path, cfg: TrainConfig) -> None:
+    """Clear what an interrupted attempt left (only our own files) and record the config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", "status.json", LEARNER_FILE, "valid_probs.npy", "test_probs.npy"):
+        (run_dir / name).unlink(missing_ok=True)
+    atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid()})
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
+    """The run as a list of named steps."""
+    from . import data, learner
+
+    prepared = data.prepare(cfg.data, max_px=cfg.resize_px)
+    learn, precision = learner.build(cfg, prepared)
+    fit_s = learner.fit(learn, cfg)
+    history = learner.history(learn)  # before predicting: get_preds/tta reset the Recorder
+    valid_probs, test_probs = learner.predict(learn, prepared, cfg)
+    valid = prepared.items[prepared.items.is_valid]
+    y = (valid.label == prepared.positive_class).to_numpy().astype(int)
+    write_predictions(run_dir, valid, valid_probs, prepared.test, test_probs)
+    atomic.write_csv(run_dir / "history.csv", history)
+    learner_sha = learner.export(learn, run_dir / LEARNER_FILE)
+    n_train = int((~prepared.items.is_valid).sum())
+    result = {
+        **metrics.classification(y, valid_probs),
+        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.size,
+        "item_resize": cfg.resize_px, "epochs": cfg.epochs, "precision_mode": precision,
+        "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),
+        "positive_class": prepared.positive_class, "negative_class": prepared.negative_class,
+        "data_key": prepared.key, "split_file": str(prepared.split_file),
+        "tta": {"n": cfg.tta_n, "beta": cfg.tta_beta}, "fit_time_s": round(fit_s, 2),
+        "images_per_s": round(n_train * cfg.epochs / max(fit_s, 1e-9), 1),
+        "learner_sha256": learner_sha, "bad_images": len(prepared.bad_images),
+    }
+    atomic.write_json(run_dir / "metrics.json", result)
+    atomic.write_json(run_dir / "status.json", {"status": "complete"})
+    log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
+    return RunResult(run_dir, result)
+
+
+def write_predictions(run_dir: Path, valid: pd.DataFrame, valid_probs: np.ndarray,
+                      test: pd.DataFrame, test_probs: np.ndarray) -> None:
+    """Probabilities of the positive class with their image ids."""
+    atomic.write_csv(run_dir / "valid_ids.csv", valid[["id", "label"]])
+    atomic.write_with(run_dir / "valid_probs.npy", lambda p: _save_npy(p, valid_probs))
+    atomic.write_csv(run_dir / "test_ids.csv", test[["id"]])
+    atomic.write_with(run_dir / "test_probs.npy", lambda p: _save_npy(p, test_probs))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save on a path would append ".npy" to the temp name
+        np.save(f, np.asarray(arr, dtype=np.float32))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file (identifies learners this toolkit wrote)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_of(run_dir: Path) -> TrainConfig:
+    """The resolved config a run folder was made with."""
+    from .config import load_train_config
+
+    return load_train_config(Path(run_dir) / "config.yaml")
+
