@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/deepfake-fastai
 STAMP := $(VENV)/.installed
 
-.PHONY: help install train data test test-all lint clean-runs
+SWEEP ?= sweeps/quickstart.yaml
+
+.PHONY: help install sweep leaderboard train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,7 +18,13 @@ $(STAMP): pyproject.toml tools/install-venv.sh
 
 install: $(STAMP)  ## create .venv and install the package with its dev tools
 
-train: $(STAMP)  ## main job: train resnet18 @ 64 px on the embedded data (CPU, no network)
+sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded data, CPU, ~15 min) + leaderboard
+	$(CLI) sweep $(SWEEP) $(ARGS)
+
+leaderboard: $(STAMP)  ## print the leaderboard of SWEEP's run folder
+	$(CLI) leaderboard runs/$$(basename $(SWEEP) .yaml)
+
+train: $(STAMP)  ## train one model (resnet18 @ 64 px on the embedded data; ARGS="--arch ... --size ...")
 	$(CLI) train $(ARGS)
 
 data: $(STAMP)  ## generate the embedded data set, cache it and show its split

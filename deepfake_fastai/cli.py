@@ -16,6 +16,9 @@ EPILOG = """examples:
   deepfake-fastai train --arch convnext_tiny --size 128 --epochs 5
   deepfake-fastai train --source folder --path ../shared/data/cifake --size 32
   deepfake-fastai train --config my_run.yaml         any TrainConfig field; data: {...} for the source
+  deepfake-fastai sweep                              the quickstart sweep (archs x sizes) + leaderboard
+  deepfake-fastai sweep sweeps/cifake.yaml --limit 2
+  deepfake-fastai leaderboard runs/quickstart
 """
 
 
@@ -49,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(tr)
     _add_data_args(tr)
     tr.set_defaults(func=cmd_train)
+    sw = sub.add_parser("sweep", help="run a sweep file (grid of archs x resolutions), resumable", parents=[common])
+    sw.add_argument("file", nargs="?", type=Path, default=Path("sweeps/quickstart.yaml"),
+                    help="sweep YAML (default sweeps/quickstart.yaml)")
+    sw.add_argument("--limit", type=int, help="run only the first N runs of the sweep")
+    sw.add_argument("--check", action="store_true", help="validate and list the runs, train nothing")
+    sw.set_defaults(func=cmd_sweep)
+    lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
+    lb.add_argument("folder", type=Path, help="runs/<sweep name>")
+    lb.set_defaults(func=cmd_leaderboard)
     return parser
 
 
@@ -126,6 +138,34 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"({m['fit_time_s']:.0f} s, {m['images_per_s']:.0f} images/s, {m['precision_mode']})")
     print(f"  metrics: {result.run_dir / 'metrics.json'}")
     print(f"  learner: {result.learner_path}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import expand, format_table, load_sweep, run_sweep, sweep_dir
+
+    sweep = load_sweep(args.file)
+    if args.check:
+        for cfg in expand(sweep)[: args.limit]:
+            print(f"  {cfg.run_name}: {cfg.arch} item {cfg.resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
+        return 0
+    rows = run_sweep(sweep, limit=args.limit)
+    print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
+    print(format_table(rows, sweep.metric))
+    failed = [r["run"] for r in rows if r.get("status") != "complete"]
+    if failed:
+        print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their status.json)")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .sweep import format_table, load_leaderboard
+
+    rows = load_leaderboard(args.folder)
+    metric = yaml.safe_load((args.folder / "sweep.yaml").read_text()).get("metric", "auc")
+    print(format_table(rows, metric))
     return 0
 
 

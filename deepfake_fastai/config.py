@@ -43,6 +43,8 @@ class DataConfig:
     difficulty: str = "default"  # synthetic: easy | default | hard
     synthetic_n: int = 2500  # synthetic: labelled images to generate
     synthetic_px: int = 64  # synthetic: image side, pixels
+    synthetic_heldout: list = field(default_factory=list)  # synthetic: generator families kept out of
+    # training and used only in unseen/ (generalisation to unseen generators), e.g. [nnconv, bilconv]
     data_dir: str = "data"  # where generated data, caches and splits live
 
     def __post_init__(self) -> None:

@@ -40,6 +40,7 @@ class Prepared:
     key: str  # stable id of the source (cache and split are keyed by it)
     items: pd.DataFrame  # id, path (cached), label, is_valid
     test: pd.DataFrame  # id, path (cached); empty when the source has no test folder
+    unseen: pd.DataFrame  # id, path, label: optional labelled unseen/ folder (e.g. held-out generators)
     positive_class: str
     negative_class: str
     split_file: Path
@@ -53,9 +54,11 @@ def resolve_root(cfg: DataConfig) -> tuple[Path, str]:
     """Folder (or CSV) holding the labelled data, and a stable key for it."""
     data_dir = Path(cfg.data_dir)
     if cfg.source == "synthetic":
-        from .synthetic import ensure_synthetic, spec_for
+        from .synthetic import FAMILIES, ensure_synthetic, spec_for
 
-        spec = spec_for(cfg.difficulty, n_labelled=cfg.synthetic_n, image_px=cfg.synthetic_px)
+        held = tuple(cfg.synthetic_heldout)
+        spec = spec_for(cfg.difficulty, n_labelled=cfg.synthetic_n, image_px=cfg.synthetic_px,
+                        families=tuple(f for f in FAMILIES if f not in held), heldout_families=held)
         root = ensure_synthetic(spec, data_dir)
         return root, spec.key()
     if cfg.source in ("folder", "csv"):
@@ -196,6 +199,14 @@ def list_test(root: Path) -> pd.DataFrame:
     return frame
 
 
+def list_unseen(root: Path) -> pd.DataFrame:
+    """Labelled images in root/unseen/<class>/: evaluated after training, never trained on."""
+    folder = root / "unseen" if root.is_dir() else root.parent / "unseen"
+    if not folder.is_dir():
+        return pd.DataFrame(columns=["id", "source", "label"])
+    return _list_folder(folder)
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -292,7 +303,8 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     split = fixed_split(labelled, store / "split.csv", cfg.valid_pct, cfg.split_seed)
     cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
     test = build_cache(list_test(root), store / f"{max_px}px" / "_test", max_px, workers)
-    bad = pd.concat([cached[cached.error.notna()], test[test.error.notna()]])[["id", "source", "error"]]
+    unseen = build_cache(list_unseen(root), store / f"{max_px}px" / "_unseen", max_px, workers)
+    bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
     _report_bad(bad, store / "bad_images.csv")
     if cached.error.notna().all():
         first = cached.iloc[0]
@@ -302,6 +314,7 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     negative = next(c for c in sorted(labelled.label.unique()) if c != cfg.positive_class)
     return Prepared(key, items[["id", "path", "label", "is_valid"]].reset_index(drop=True),
                     test[test.error.isna()][["id", "path"]].reset_index(drop=True),
+                    unseen[unseen.error.isna()][["id", "path", "label"]].reset_index(drop=True),
                     cfg.positive_class, negative, store / "split.csv", bad.reset_index(drop=True))
 
 

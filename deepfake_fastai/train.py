@@ -92,7 +92,8 @@ def run(cfg: TrainConfig) -> RunResult:
 def _start(run_dir: Path, cfg: TrainConfig) -> None:
     """Clear what an interrupted attempt left (only our own files) and record the config."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", "status.json", LEARNER_FILE, "valid_probs.npy", "test_probs.npy"):
+    for name in ("metrics.json", "status.json", LEARNER_FILE, "valid_probs.npy", "test_probs.npy",
+                 "unseen_probs.npy"):
         (run_dir / name).unlink(missing_ok=True)
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
     atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid()})
@@ -117,11 +118,12 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     valid = prepared.items[prepared.items.is_valid]
     y = (valid.label == prepared.positive_class).to_numpy().astype(int)
     write_predictions(run_dir, valid, valid_probs, prepared.test, test_probs)
+    unseen = _evaluate_unseen(learn, prepared, cfg, run_dir)
     atomic.write_csv(run_dir / "history.csv", history)
     learner_sha = learner.export(learn, run_dir / LEARNER_FILE)
     n_train = int((~prepared.items.is_valid).sum())
     result = {
-        **metrics.classification(y, valid_probs),
+        **metrics.classification(y, valid_probs), **unseen,
         "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.size,
         "item_resize": cfg.resize_px, "epochs": cfg.epochs, "precision_mode": precision,
         "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),
@@ -135,6 +137,20 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     atomic.write_json(run_dir / "status.json", {"status": "complete"})
     log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
     return RunResult(run_dir, result)
+
+
+def _evaluate_unseen(learn, prepared, cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """Metrics on the optional unseen/ set (e.g. held-out generator families), prefixed ``unseen_``."""
+    from . import learner
+
+    if prepared.unseen.empty:
+        return {}
+    probs = learner.predict_paths(learn, prepared.unseen.path.tolist(), prepared.positive_class, cfg)
+    atomic.write_csv(run_dir / "unseen_ids.csv", prepared.unseen[["id", "label"]])
+    atomic.write_with(run_dir / "unseen_probs.npy", lambda p: _save_npy(p, probs))
+    y = (prepared.unseen.label == prepared.positive_class).to_numpy().astype(int)
+    scores = metrics.classification(y, probs)
+    return {f"unseen_{k}": scores[k] for k in ("auc", "accuracy", "log_loss")} | {"n_unseen": len(probs)}
 
 
 def write_predictions(run_dir: Path, valid: pd.DataFrame, valid_probs: np.ndarray,

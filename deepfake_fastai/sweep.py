@@ -1,0 +1,281 @@
+"""Sweeps: a YAML grid of architectures x resolutions, each run in its own subprocess, resumable.
+
+A sweep file (``sweeps/*.yaml``)::
+
+    name: quickstart          # run folders go to runs/<name>/<run>/
+    metric: auc               # leaderboard order: auc | accuracy | log_loss
+    data: {source: synthetic} # DataConfig, shared by every run (one split, so runs can be ensembled)
+    defaults: {epochs: 3}     # TrainConfig fields for every run
+    grid: {arch: [resnet18, convnext_atto], size: [64, 96]}   # cartesian product (optional)
+    runs: [{arch: resnet50, item_resize: 128, size: 256}]     # explicit runs (optional)
+
+Expanding and ranking are pure; running lives in ``run_sweep`` (subprocesses, like timm's bulk_runner, so a
+crash, a CUDA OOM or a leak stays in its run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import itertools
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import atomic
+from .config import ConfigError, DataConfig, TrainConfig, dump_yaml, from_dict, load_yaml
+from .train import is_complete
+
+log = logging.getLogger(__name__)
+
+METRICS = {"auc": True, "accuracy": True, "log_loss": False}  # name -> higher is better
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep file, validated."""
+
+    name: str  # folder under runs_dir
+    metric: str = "auc"  # leaderboard metric
+    data: DataConfig = field(default_factory=DataConfig)
+    defaults: dict = field(default_factory=dict)  # TrainConfig fields shared by all runs
+    grid: dict = field(default_factory=dict)  # field -> list of values, cartesian product
+    runs: list = field(default_factory=list)  # explicit runs: dicts of TrainConfig fields
+    runs_dir: str = "runs"
+    oom_retry: bool = True  # on CUDA OOM retry once with half the micro-batch and twice the accumulation
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got '{self.metric}'")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a plain folder name, got '{self.name}'")
+        if not isinstance(self.grid, dict) or any(not isinstance(v, list) or not v for v in self.grid.values()):
+            raise ConfigError("grid must map TrainConfig fields to non-empty lists")
+
+
+def load_sweep(path: Path) -> SweepConfig:
+    """Load and validate a sweep file; every run is expanded and checked before anything trains."""
+    sweep = from_dict(SweepConfig, load_yaml(path), str(path))
+    expand(sweep, where=str(path))
+    return sweep
+
+
+def expand(sweep: SweepConfig, where: str = "sweep") -> list[TrainConfig]:
+    """Every run of the sweep as a TrainConfig (grid product first, then explicit runs); names are unique."""
+    points = [dict(zip(sweep.grid, values, strict=True)) for values in itertools.product(*sweep.grid.values())]
+    if not sweep.grid:
+        points = []
+    configs = []
+    for i, point in enumerate(points + list(sweep.runs)):
+        raw = {**sweep.defaults, **point}
+        for key in ("data", "runs_dir"):
+            if key in raw:
+                raise ConfigError(f"{where}: run {i}: '{key}' is set once per sweep, not per run")
+        raw["runs_dir"] = str(Path(sweep.runs_dir) / sweep.name)
+        cfg = from_dict(TrainConfig, raw, f"{where}: run {i}")
+        configs.append(dataclasses.replace(cfg, data=sweep.data))
+    names = [c.run_name for c in configs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: several runs share the name(s) {dupes}; vary seed or set name")
+    if not configs:
+        raise ConfigError(f"{where}: no runs (give grid and/or runs)")
+    return configs
+
+
+def sweep_dir(sweep: SweepConfig) -> Path:
+    return Path(sweep.runs_dir) / sweep.name
+
+
+def oom_retry_config(cfg: TrainConfig, error: str) -> TrainConfig | None:
+    """Same effective batch with half the micro-batch, if the error was a CUDA OOM and halving is possible."""
+    if "out of memory" not in error.lower() or cfg.micro_bs < 2 or cfg.bs % (cfg.accum * 2):
+        return None
+    return dataclasses.replace(cfg, accum=cfg.accum * 2)
+
+
+def leaderboard_rows(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Run records sorted by ``metric`` (best first, failed runs last), each with its rank."""
+    higher = METRICS[metric]
+
+    def key(r: dict[str, Any]) -> tuple:
+        value = r.get(metric)
+        ok = r.get("status") == "complete" and value is not None and value == value
+        return (not ok, -value if ok and higher else (value if ok else 0.0))
+
+    return [{**r, "rank": rank} for rank, r in enumerate(sorted(results, key=key), 1)]
+
+
+LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "item_resize", "size", "epochs", "auc", "accuracy",
+                       "log_loss", "fit_time_s", "wall_time_s", "images_per_s", "precision_mode", "note", "error"]
+
+
+def format_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """A fixed-width leaderboard for the terminal."""
+    cols = ["rank", "run", "status", metric, "accuracy", "wall_time_s", "images_per_s", "note"]
+    cols = list(dict.fromkeys(cols))
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.0f}"
+    return "" if v is None else str(v)
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    """What the leaderboard knows of one run folder: its metrics if complete, else its status and error."""
+    for name in ("metrics.json", "status.json"):
+        try:
+            record = json.loads((run_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if name == "status.json" or record.get("status") == "complete":
+            return {"run": run_dir.name, **record}
+    return {"run": run_dir.name, "status": "not started"}
+
+
+# ---------------------------------------------------------------- running (side effects)
+
+
+def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None) -> list[dict[str, Any]]:
+    """Run every incomplete run in its own subprocess; one failure never stops the others."""
+    from .models import check_arch
+
+    configs = expand(sweep)[:limit]
+    for arch in sorted({c.arch for c in configs}):
+        check_arch(arch)  # every name, before the first run spends minutes
+    out = sweep_dir(sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out / ".lock"):
+        atomic.write_text(out / "sweep.yaml", yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
+        state = _load_state(out)
+        for i, cfg in enumerate(configs, 1):
+            _announce(i, len(configs), cfg, state)
+            if is_complete(out / cfg.run_name):
+                continue
+            state[cfg.run_name] = run_one(cfg, python or sys.executable, sweep.oom_retry)
+            atomic.write_json(out / "sweep_state.json", state)
+        return write_leaderboard(sweep, configs, state)
+
+
+def _announce(i: int, n: int, cfg: TrainConfig, state: dict) -> None:
+    times = [s["wall_time_s"] for s in state.values() if s.get("status") == "complete"]
+    eta = f", ETA {(n - i + 1) * sum(times) / len(times) / 60:.0f} min" if times else ""
+    done = is_complete(Path(cfg.runs_dir) / cfg.run_name)
+    log.info("run %d/%d: %s%s%s", i, n, cfg.run_name, " (complete, skipped)" if done else "", "" if done else eta)
+
+
+def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True) -> dict[str, Any]:
+    """One run in a child process (retried once on CUDA OOM); returns its sweep-state record."""
+    start = time.monotonic()
+    record = _attempt(cfg, python)
+    if record["status"] != "complete" and oom_retry:
+        retry = oom_retry_config(cfg, record.get("error", ""))
+        if retry is not None:
+            note = f"CUDA OOM: retried with micro-batch {retry.micro_bs} x accum {retry.accum} (same bs {retry.bs})"
+            log.warning("%s: %s", cfg.run_name, note)
+            record = {**_attempt(retry, python), "note": note}
+    record["wall_time_s"] = round(time.monotonic() - start, 1)
+    if record["status"] != "complete":
+        log.error("%s failed: %s (the sweep goes on)", cfg.run_name, record.get("error"))
+    return record
+
+
+def _attempt(cfg: TrainConfig, python: str) -> dict[str, Any]:
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],
+                          preexec_fn=_die_with_parent, check=False)
+    record = read_record(run_dir)
+    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
+        # killed before it could record anything itself (signal, OOM killer)
+        record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
+        atomic.write_json(run_dir / "status.json", record)
+    return {"status": record.get("status"), "error": record.get("error", "")}
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the sweep runner dies, so no orphan keeps training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """One runner per sweep folder; the OS releases the lock if the runner is killed."""
+    handle = open(lock_file, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"another sweep runner is using {lock_file.parent}; wait for it or stop it") from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "sweep_state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_leaderboard(sweep: SweepConfig, configs: list[TrainConfig], state: dict) -> list[dict[str, Any]]:
+    """runs/<sweep>/leaderboard.csv from the run folders, best first; checks every run shares the split."""
+    import pandas as pd
+
+    out = sweep_dir(sweep)
+    records = [{**read_record(out / c.run_name), **_state_fields(state.get(c.run_name, {}))} for c in configs]
+    for r in records:
+        r.setdefault("arch", next(c.arch for c in configs if c.run_name == r["run"]))
+    _check_same_split(out, records)
+    rows = leaderboard_rows(records, sweep.metric)
+    frame = pd.DataFrame(rows).reindex(columns=LEADERBOARD_COLUMNS)
+    atomic.write_csv(out / "leaderboard.csv", frame)
+    return rows
+
+
+def _state_fields(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: s[k] for k in ("wall_time_s", "note") if k in s}
+
+
+def _check_same_split(out: Path, records: list[dict[str, Any]]) -> None:
+    """Every complete run must have the same validation ids (the ensembler relies on it)."""
+    complete = [r for r in records if r.get("status") == "complete"]
+    if not complete:
+        return
+    reference = (out / complete[0]["run"] / "valid_ids.csv").read_bytes()
+    for r in complete[1:]:
+        if (out / r["run"] / "valid_ids.csv").read_bytes() != reference:
+            r["note"] = f"validation ids differ from {complete[0]['run']}: cannot be ensembled with it"
+            log.warning("%s: %s", r["run"], r["note"])
+
+
+def load_leaderboard(folder: Path) -> list[dict[str, Any]]:
+    """The leaderboard of a sweep folder, recomputed from its run folders."""
+    folder = Path(folder)
+    if not (folder / "sweep.yaml").is_file():
+        raise FileNotFoundError(f"{folder} is not a sweep folder (no sweep.yaml); run a sweep first")
+    sweep = from_dict(SweepConfig, load_yaml(folder / "sweep.yaml"), str(folder / "sweep.yaml"))
+    sweep = dataclasses.replace(sweep, runs_dir=str(folder.parent), name=folder.name)
+    return write_leaderboard(sweep, expand(sweep), _load_state(folder))
