@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SWEEP ?= sweeps/quickstart.yaml
 
-.PHONY: help install sweep leaderboard train data test test-all lint clean-runs
+.PHONY: help install sweep leaderboard ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,16 @@ sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded dat
 
 leaderboard: $(STAMP)  ## print the leaderboard of SWEEP's run folder
 	$(CLI) leaderboard runs/$$(basename $(SWEEP) .yaml)
+
+ensemble: $(STAMP)  ## ensemble RUNS (default: every complete run in runs/) into a validated submission
+	$(CLI) ensemble $(RUNS) $(ARGS)
+
+submit: $(STAMP)  ## validate + upload a submission: MESSAGE="..." [FILE=submissions/x.csv] [ARGS=--dry-run]
+	@test -n "$(MESSAGE)" || { echo 'usage: make submit MESSAGE="what this is" [FILE=...] [ARGS=--dry-run]' >&2; exit 2; }
+	$(CLI) submit $(FILE) -m "$(MESSAGE)" $(ARGS)
+
+submissions: $(STAMP)  ## list past submissions with validation (and, with credentials, public) scores
+	$(CLI) submissions $(ARGS)
 
 train: $(STAMP)  ## train one model (resnet18 @ 64 px on the embedded data; ARGS="--arch ... --size ...")
 	$(CLI) train $(ARGS)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
+from .ensemble import METHODS, METRICS
+from .submit import KINDS
 
 EPILOG = """examples:
   deepfake-fastai data                               generate the embedded data set and show its split
@@ -19,6 +21,9 @@ EPILOG = """examples:
   deepfake-fastai sweep                              the quickstart sweep (archs x sizes) + leaderboard
   deepfake-fastai sweep sweeps/cifake.yaml --limit 2
   deepfake-fastai leaderboard runs/quickstart
+  deepfake-fastai ensemble runs/quickstart           greedy ensemble of a sweep -> submissions/<time>_greedy.csv
+  deepfake-fastai submit -m "greedy, 4 runs" --dry-run  validate the newest submission; drop --dry-run to upload
+  deepfake-fastai submissions                        past submissions with validation (and public) scores
 """
 
 
@@ -61,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
     lb.add_argument("folder", type=Path, help="runs/<sweep name>")
     lb.set_defaults(func=cmd_leaderboard)
+    ens = sub.add_parser("ensemble", help="ensemble finished runs and write a validated submission",
+                         parents=[common])
+    _add_ensemble_args(ens)
+    _add_format_args(ens)
+    ens.set_defaults(func=cmd_ensemble)
+    sm = sub.add_parser("submit", help="validate a submission, then upload it to Kaggle", parents=[common])
+    sm.add_argument("file", nargs="?", type=Path, help="submission CSV (default: the newest in --out-dir)")
+    sm.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
+    sm.add_argument("--competition", help="competition slug (default: the record's, or KAGGLE_COMPETITION)")
+    sm.add_argument("--dry-run", action="store_true", help="validate and record, but do not upload")
+    sm.add_argument("--sample-submission", type=Path, help="validate against this sample_submission.csv")
+    sm.add_argument("--out-dir", type=Path, help="submissions folder (default submissions/)")
+    sm.set_defaults(func=cmd_submit)
+    ls = sub.add_parser("submissions", help="list past submissions with their scores", parents=[common])
+    ls.add_argument("--out-dir", type=Path, help="submissions folder (default submissions/)")
+    ls.add_argument("--offline", action="store_true", help="do not ask Kaggle for public scores")
+    ls.set_defaults(func=cmd_submissions)
     return parser
 
 
@@ -166,6 +188,105 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = load_leaderboard(args.folder)
     metric = yaml.safe_load((args.folder / "sweep.yaml").read_text()).get("metric", "auc")
     print(format_table(rows, metric))
+    return 0
+
+
+def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", default=["runs"],
+                   help="run folders, sweep folders, globs or run names (default: every complete run in runs/)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run names are looked up")
+    p.add_argument("--method", choices=METHODS, help="default greedy (weighted when --weights is given)")
+    p.add_argument("--metric", choices=list(METRICS), default="auc", help="what greedy/weighted optimise")
+    p.add_argument("--weights", help="comma-separated weights, one per run, in the order the runs are listed")
+    p.add_argument("--iterations", type=int, default=50, help="greedy selection steps (bag size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out validation halves")
+    p.add_argument("--name", help="submission name (default: the method)")
+    p.add_argument("--competition", help="Kaggle competition slug recorded for `submit`")
+    p.add_argument("--out-dir", type=Path, help="submissions folder (default submissions/)")
+
+
+def _add_format_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("submission format (default: inferred from the competition's sample_submission.csv)")
+    g.add_argument("--sample-submission", type=Path, help="the competition's sample_submission.csv")
+    g.add_argument("--id-col", help="header of the id column")
+    g.add_argument("--label-col", help="header of the prediction column")
+    g.add_argument("--label-kind", choices=KINDS, help="prob (probability), index (class index) or name")
+    g.add_argument("--classes", help="comma-separated class vocabulary in index order")
+    g.add_argument("--threshold", type=float, help="index/name kinds: positive-class probability cut-off")
+
+
+def _format_overrides(args: argparse.Namespace) -> dict:
+    raw = {"id_col": args.id_col, "label_col": args.label_col, "kind": args.label_kind,
+           "classes": args.classes.split(",") if args.classes else None, "threshold": args.threshold}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from . import ensemble, submit
+
+    if args.sample_submission and not args.sample_submission.is_file():
+        raise FileNotFoundError(f"--sample-submission {args.sample_submission}: no such file")
+    run_dirs = ensemble.resolve_run_dirs(args.runs, args.runs_dir)
+    runs = ensemble.load_runs(run_dirs)
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    method = args.method or ("weighted" if weights else "greedy")
+    result = ensemble.build(runs, method, args.metric, weights, args.iterations, args.seed)
+    print(f"{len(runs)} runs, {len(result.valid_ids)} validation and {len(result.test_ids)} test images\n")
+    print("\n".join(ensemble.summary_lines(result)))
+    if not len(result.test_ids):
+        print("\nthe runs have no test images: nothing to submit")
+        return 0
+    classes = (result.negative_class, result.positive_class)
+    sample = args.sample_submission or submit.find_sample_submission(run_dirs)
+    if sample:
+        expected = submit.expected_from_sample(sample, *classes, _format_overrides(args))
+    else:
+        print("\nno sample_submission.csv found: format from the flags, ids from the runs' test_ids.csv")
+        expected = submit.expected_from_ids(run_dirs[0] / "test_ids.csv", *classes, _format_overrides(args))
+    frame = submit.make_frame(result.test_ids, result.test_probs, expected.fmt, classes, expected.ids)
+    record = {**ensemble.to_record(result), "competition": args.competition or submit.competition_of(run_dirs)}
+    extras = {submit.PROBS_SUFFIX: submit.to_csv_bytes(ensemble.probs_frame(result))}
+    path = submit.write_submission(frame, expected, record, args.out_dir, args.name or method, extras)
+    fmt = expected.fmt
+    print(f"\nsubmission: {path} ({len(frame)} rows; {fmt.id_col},{fmt.label_col} as {fmt.kind}; "
+          f"valid against {expected.source})")
+    print(f"record:     {path.with_suffix('.json')}")
+    print(f'next:       deepfake-fastai submit {path} -m "..." [--dry-run]')
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import submit
+
+    path = args.file or submit.newest_submission(args.out_dir)
+    entry = submit.submit_file(path, args.message, args.competition, args.dry_run, args.sample_submission)
+    if args.dry_run:
+        print(f"dry run: {path} is valid; would submit to {entry['competition'] or '(no competition set)'} "
+              f"with message {args.message!r}; credentials: {entry['credentials'] or 'none found'}")
+    else:
+        reply = entry["reply"]
+        print(f"submitted {path} to {entry['competition']}: {reply['message']} (ref {reply['ref']})")
+    print(f"recorded in {path.with_suffix('.json')}")
+    return 0
+
+
+def cmd_submissions(args: argparse.Namespace) -> int:
+    from . import submissions_io, submit
+
+    records = submit.read_records(args.out_dir)
+    if not records:
+        print(f"no submissions in {args.out_dir or submit.default_out_dir()}")
+        return 0
+    public: dict = {}
+    if not args.offline:
+        for competition in submit.submitted_competitions(records):
+            public.update(submissions_io.public_scores(competition))
+    print(f"{'created':<25}  {'metric':<8} {'valid':>6} {'held':>6} {'single':>6}  {'sent':>4} {'public':>7}  file")
+    for row in submit.submission_rows(records, public):
+        cells = [f"{row[k]:6.4f}" if isinstance(row[k], float) else f"{'-':>6}"
+                 for k in ("validation", "holdout", "best_single")]
+        print(f"{row['created']:<25}  {row['metric']:<8} {' '.join(cells)}  {row['submitted']:>4} "
+              f"{row['public_score'] or '-':>7}  {row['csv']}")
     return 0
 
 

@@ -319,12 +319,10 @@ def fit_weights(method: str, metric: str, y: np.ndarray, probs: np.ndarray,
 def halves(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint index sets splitting the rows in half, stratified by label."""
     rng = np.random.default_rng(seed)
-    first, second = [], []
-    for label in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == label))
-        first.append(rows[: len(rows) // 2])
-        second.append(rows[len(rows) // 2:])
-    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+    # Shuffle within each class, line the classes up and deal the rows alternately: both halves get each
+    # class to within one row, and sizes to within one row (an odd class's extra row alternates halves).
+    order = np.concatenate([rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)])
+    return np.sort(order[0::2]), np.sort(order[1::2])
 
 
 def _fold(method: str, metric: str, y: np.ndarray, probs: np.ndarray, select: np.ndarray, held: np.ndarray,
@@ -361,6 +359,9 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
         raise EnsembleError(f"metric {metric!r}: choose from {list(METRICS)}")
     if not runs:
         raise EnsembleError("no runs to ensemble")
+    if weights is not None and len(weights) != len(runs):
+        raise EnsembleError(f"{len(weights)} weights for {len(runs)} runs; give one per run, in this order: "
+                            f"{', '.join(r.name for r in runs)}")
     ref = runs[0]
     y = ref.y_valid
     valid = np.stack([r.valid_probs for r in runs])

@@ -121,7 +121,10 @@ def endpoint() -> str:
     """The Kaggle API endpoint this process would call (KAGGLE_API_ENVIRONMENT, default production)."""
     from kagglesdk.kaggle_env import get_endpoint, get_env
 
-    return get_endpoint(get_env())
+    try:
+        return get_endpoint(get_env())
+    except Exception as e:  # kagglesdk raises a bare Exception for an unknown KAGGLE_API_ENVIRONMENT
+        raise SubmitError(f"KAGGLE_API_ENVIRONMENT: {e}; unset it to use kaggle.com") from None
 
 
 def _check_reachable(url: str) -> None:
@@ -159,7 +162,7 @@ def connect() -> Any:
 def _http_error(e: Exception, competition: str, secrets: list[str]) -> SubmitError:
     """A clear message for an HTTP error from the Kaggle API, with what the server said."""
     status = getattr(getattr(e, "response", None), "status_code", None)
-    if status in STATUS_HELP:
+    if status in STATUS_HELP and (competition or status not in (403, 404)):
         text = STATUS_HELP[status].format(competition=competition)
     elif status and status >= 500:
         text = f"Kaggle server error ({status}): retry later"
@@ -172,8 +175,9 @@ def _check_reply(reply: Any, failed_message: str, printed: str) -> dict[str, Any
     """Kaggle's reply as a dict, or SubmitError: a failed upload comes back as a message, not an exception."""
     message, ref = str(reply.message or ""), int(reply.ref or 0)
     if message == failed_message or (not ref and "success" not in message.lower()):
+        hint = "; the file upload step failed, nothing was submitted: retry later" if message == failed_message else ""
         detail = f" (client output: {printed.strip()})" if printed.strip() else ""
-        raise SubmitError(f"Kaggle did not accept the submission: {message or 'empty reply'}{detail}")
+        raise SubmitError(f"Kaggle did not accept the submission: {message or 'empty reply'}{hint}{detail}")
     return {"message": message, "ref": ref}
 
 
@@ -203,6 +207,9 @@ def public_scores(competition: str) -> dict[int, dict[str, Any]]:
     """Kaggle's view of past submissions by ref (public score, status); {} when the API is out of reach."""
     import requests
 
+    if credential_source() is None:
+        log.info("public scores unavailable: no Kaggle credentials")
+        return {}
     try:
         api = connect()
         with contextlib.redirect_stdout(io.StringIO()):

@@ -109,18 +109,21 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def infer_format(sample: pd.DataFrame, classes: Sequence[str] = (), where: str = SAMPLE_NAME) -> SubmissionFormat:
-    """The format of a sample submission (all columns as text): id column, label column and label kind."""
+def infer_format(sample: pd.DataFrame, classes: Sequence[str] = (), where: str = SAMPLE_NAME,
+                 kind: str | None = None) -> SubmissionFormat:
+    """The format of a sample submission (all columns as text): id column, label column and (unless given) kind."""
     columns = list(sample.columns)
     if len(columns) != 2:
-        raise SubmissionError(f"{where}: expected 2 columns (id, prediction), found {columns}; "
-                              f"give the format in config (id_col, label_col, kind)")
+        raise SubmissionError(f"{where}: expected 2 columns (id, prediction), found {columns}; only two-column "
+                              f"submissions are supported")
     id_col, label_col = columns
-    values = [v.strip() for v in sample[label_col] if v.strip()]
-    if not values:
-        raise SubmissionError(f"{where}: no example labels, so their kind is unknown; give kind in config")
     by_lower = {c.lower(): c for c in classes}
     prob_of = by_lower.get(label_col.lower())  # a column named after a class holds that class's probability
+    if kind is not None:
+        return SubmissionFormat(id_col, label_col, kind, prob_of=prob_of if kind == "prob" else None)
+    values = [v.strip() for v in sample[label_col] if v.strip()]
+    if not values:
+        raise SubmissionError(f"{where}: no example labels, so their kind is unknown; give the kind in config")
     if all(_is_number(v) for v in values):
         integers = all(re.fullmatch(r"[+-]?\d+", v) for v in values)
         kind = "index" if integers and prob_of is None else "prob"
@@ -153,7 +156,7 @@ def expected_from_sample(sample_csv: Path, negative: str, positive: str,
                          overrides: dict[str, Any] | None = None) -> Expected:
     """Format and test ids from a sample_submission.csv; ``overrides`` (config) win over what is inferred."""
     sample = read_table(sample_csv)
-    fmt = infer_format(sample, (negative, positive), str(sample_csv))
+    fmt = infer_format(sample, (negative, positive), str(sample_csv), (overrides or {}).get("kind"))
     if overrides:
         fmt = SubmissionFormat.from_dict({**dataclasses.asdict(fmt), **overrides}, str(sample_csv))
     if fmt.id_col not in sample.columns:
@@ -171,9 +174,16 @@ def expected_from_ids(ids_csv: Path, negative: str, positive: str,
 def expected_from_record(record: dict[str, Any], sample_csv: Path | None = None) -> Expected:
     """What a written submission was validated against (to validate it again before an upload)."""
     if sample_csv is not None:
-        fmt = SubmissionFormat.from_dict(record.get("format", {}), "record format")
-        ids = read_table(sample_csv)
-        return Expected(fmt, tuple(ids[fmt.id_col if fmt.id_col in ids.columns else ids.columns[0]]), str(sample_csv))
+        table = read_table(sample_csv)
+        if "format" in record:
+            fmt = SubmissionFormat.from_dict(record["format"], "record format")
+        else:  # a file made elsewhere: only a probability format can be checked without the runs' classes
+            fmt = infer_format(table, where=str(sample_csv))
+            if fmt.kind != "prob":
+                raise SubmissionError(f"{sample_csv}: labels are class {fmt.kind}s, whose vocabulary only a "
+                                      f"record tells; write the submission with `deepfake-fastai ensemble`")
+        column = fmt.id_col if fmt.id_col in table.columns else table.columns[0]
+        return Expected(fmt, tuple(table[column]), str(sample_csv))
     if "format" not in record or "expected_ids_from" not in record:
         raise SubmissionError("no record of this submission's format beside it; pass the competition's "
                               "sample_submission.csv (--sample-submission) to validate it against")
@@ -202,7 +212,7 @@ def _labels(probs: np.ndarray, fmt: SubmissionFormat, classes: tuple[str, str]) 
     """The label column for positive-class probabilities ``probs``; ``classes`` = (negative, positive)."""
     negative, positive = classes
     if fmt.kind == "prob":
-        if fmt.prob_of not in (None, positive, negative):
+        if fmt.prob_of not in (positive, negative):
             raise SubmissionError(f"prob_of {fmt.prob_of!r} is neither class of the runs {list(classes)}")
         return list(1.0 - probs if fmt.prob_of == negative else probs)
     missing = [c for c in classes if c not in fmt.classes]
@@ -220,6 +230,7 @@ def make_frame(ids: Sequence[str], probs: np.ndarray, fmt: SubmissionFormat, cla
     are left out, so the validator reports them.
     """
     probs = np.asarray(probs, dtype=np.float64)
+    fmt = fmt.resolved(*classes)
     frame = pd.DataFrame({fmt.id_col: list(ids), fmt.label_col: _labels(probs, fmt, classes)})
     if expected_ids is None:
         return frame
@@ -434,13 +445,12 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def newest_submission(out_dir: Path | None = None) -> Path:
-    """The most recently written submission CSV in ``out_dir`` (names start with a timestamp)."""
+    """The most recently written submission CSV in ``out_dir`` (one with a record beside it)."""
     out_dir = Path(out_dir or default_out_dir())
-    found = sorted(p for p in out_dir.glob("*.csv") if not p.name.endswith(PROBS_SUFFIX)
-                   and p.with_suffix(".json").is_file())
+    found = [p for p in out_dir.glob("*.csv") if not p.name.endswith(PROBS_SUFFIX) and p.with_suffix(".json").is_file()]
     if not found:
         raise SubmissionError(f"{out_dir}: no submissions yet; run `deepfake-fastai ensemble` first")
-    return found[-1]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))  # a CSV is written once, never touched again
 
 
 def submit_file(csv_path: Path, message: str, competition: str | None = None, dry_run: bool = False,
@@ -486,6 +496,12 @@ def read_records(out_dir: Path | None = None) -> list[dict[str, Any]]:
         if "csv" in record:
             records.append(record)
     return records
+
+
+def submitted_competitions(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The competitions the records were uploaded to (where public scores can be looked up)."""
+    found = {k.get("competition") for r in records for k in r.get("kaggle", []) if k.get("status") == "submitted"}
+    return sorted(c for c in found if c)
 
 
 def submission_rows(records: Sequence[dict[str, Any]],
