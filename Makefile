@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SWEEP ?= sweeps/quickstart.yaml
 
-.PHONY: help install sweep leaderboard ensemble submit submissions train data test test-all lint clean-runs
+.PHONY: help install sweep leaderboard report ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded dat
 
 leaderboard: $(STAMP)  ## print the leaderboard of SWEEP's run folder
 	$(CLI) leaderboard runs/$$(basename $(SWEEP) .yaml)
+
+report: $(STAMP)  ## write runs/<sweep>/report.html for SWEEP: leaderboard, ROC curves, per-run plots (one file)
+	$(CLI) report runs/$$(basename $(SWEEP) .yaml) $(ARGS)
 
 ensemble: $(STAMP)  ## ensemble RUNS (default: every complete run in runs/) into a validated submission
 	$(CLI) ensemble $(RUNS) $(ARGS)

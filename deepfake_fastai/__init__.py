@@ -8,7 +8,7 @@ from __future__ import annotations
 from .config import DataConfig, TrainConfig
 from .train import RunResult, train
 
-__all__ = ["DataConfig", "TrainConfig", "RunResult", "train", "load_learner"]
+__all__ = ["DataConfig", "TrainConfig", "RunResult", "train", "load_learner", "load_run", "load_sweep"]
 __version__ = "0.1.0"
 
 
@@ -17,3 +17,17 @@ def load_learner(path, cpu: bool = True, trust: bool = False):
     from .learner import load_learner as _load
 
     return _load(path, cpu=cpu, trust=trust)
+
+
+def load_run(path):
+    """A complete run folder read back: config, metrics, history, predictions (see deepfake_fastai.inspection)."""
+    from .inspection import load_run as _load
+
+    return _load(path)
+
+
+def load_sweep(path):
+    """A sweep folder read back: leaderboard, complete runs, failed ones (see deepfake_fastai.inspection)."""
+    from .inspection import load_sweep as _load
+
+    return _load(path)

@@ -23,6 +23,7 @@ EPILOG = """examples:
   deepfake-fastai leaderboard runs/quickstart
   deepfake-fastai ensemble runs/quickstart           greedy ensemble of a sweep -> submissions/<time>_greedy.csv
   deepfake-fastai submit -m "greedy, 4 runs" --dry-run  validate the newest submission; drop --dry-run to upload
+  deepfake-fastai report runs/quickstart             one HTML page: leaderboard, ROC, per-run plots
   deepfake-fastai submissions                        past submissions with validation (and public) scores
 """
 
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
     lb.add_argument("folder", type=Path, help="runs/<sweep name>")
     lb.set_defaults(func=cmd_leaderboard)
+    rp = sub.add_parser("report", help="write runs/<sweep>/report.html (leaderboard, ROC curves, per-run plots)",
+                        parents=[common])
+    rp.add_argument("folder", type=Path, help="runs/<sweep name>")
+    rp.add_argument("--submissions", type=Path,
+                    help="folder of submission records whose newest ensemble of this sweep is drawn "
+                         "(default: submissions/, or /kaggle/working/submissions in a Kaggle notebook)")
+    rp.set_defaults(func=cmd_report)
     ens = sub.add_parser("ensemble", help="ensemble finished runs and write a validated submission",
                          parents=[common])
     _add_ensemble_args(ens)
@@ -188,6 +196,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = load_leaderboard(args.folder)
     metric = yaml.safe_load((args.folder / "sweep.yaml").read_text()).get("metric", "auc")
     print(format_table(rows, metric))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.folder, args.submissions)
+    print(f"report: {path.resolve()} (one self-contained file: open it in a browser, or attach it)")
     return 0
 
 

@@ -88,6 +88,8 @@ class TrainConfig:
         for key in ("size", "bs", "accum", "epochs", "tta_n"):
             if getattr(self, key) < (0 if key == "tta_n" else 1):
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise ConfigError(f"name must be a plain folder name, got '{self.name}'")
         if self.bs % self.accum:
             raise ConfigError(f"bs ({self.bs}) must be divisible by accum ({self.accum})")
 

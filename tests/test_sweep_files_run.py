@@ -39,7 +39,12 @@ def shrunk_data(sweep_data: DataConfig, tiny_root: Path, tmp: Path) -> DataConfi
     return DataConfig(source="folder", path=str(tiny_root), positive_class="fake", data_dir=str(tmp / "data"))
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+# CI runs the quickstart (the synthetic source and all four families); the others reuse the same tiny models
+# on a folder, so they only run in `make test-all`.
+CASES = [pytest.param(p, id=p.stem, marks=() if p.stem == "quickstart" else pytest.mark.slow) for p in SWEEPS]
+
+
+@pytest.mark.parametrize("path", CASES)
 def test_shipped_sweep_runs_shrunk(path, tiny_data, tmp_path):
     sweep = load_sweep(path)
     data = shrunk_data(sweep.data, tiny_data, tmp_path)

@@ -1,0 +1,164 @@
+"""Read a finished run, or a whole sweep, back from its folders (for notebooks and the HTML report).
+
+Artifacts only: nothing here imports torch or fastai. ``Run.learner()`` loads the exported learner on demand::
+
+    run = load_run("runs/quickstart/resnet18_r64-64_fine_tune_s42")
+    run.metrics["auc"], run.valid.head(), run.history
+    learn = run.learner()          # fastai Learner, on the CPU
+
+    sweep = load_sweep("runs/quickstart")
+    sweep.leaderboard, [r.name for r in sweep.runs], sweep.others
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .config import TrainConfig, load_yaml
+from .train import LEARNER_FILE, config_of, is_complete
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A folder is not a complete, readable run; the message names the folder and why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One complete run, as its folder records it."""
+
+    path: Path  # the run folder
+    config: TrainConfig  # resolved config the run was made with
+    metrics: dict[str, Any]  # metrics.json
+    history: pd.DataFrame  # history.csv: epoch, train_loss, valid_loss and the metrics, one row per epoch
+    valid: pd.DataFrame  # id, label (class name), prob (of the positive class), y (1 = positive class)
+    test: pd.DataFrame  # id, prob (empty when the data set has no test images)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def positive_class(self) -> str:
+        return str(self.metrics.get("positive_class", "fake"))
+
+    @property
+    def negative_class(self) -> str:
+        return str(self.metrics.get("negative_class", "real"))
+
+    def learner(self, cpu: bool = True, trust: bool = False):
+        """The exported fastai learner (imports fastai now; see deepfake_fastai.learner.load_learner)."""
+        from .learner import load_learner
+
+        return load_learner(self.path / LEARNER_FILE, cpu=cpu, trust=trust)
+
+
+class RunStatus(NamedTuple):
+    """A run of a sweep that is not complete (or not readable): its name, status and error."""
+
+    name: str
+    status: str  # failed | running | not started | unreadable
+    error: str
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """A sweep folder: its leaderboard, its complete runs (best first) and the others."""
+
+    path: Path  # runs/<sweep name>
+    metric: str  # leaderboard metric (auc | accuracy | log_loss)
+    leaderboard: pd.DataFrame  # the columns of leaderboard.csv, best first
+    runs: tuple[Run, ...]  # complete runs, in leaderboard order
+    others: tuple[RunStatus, ...]  # failed, running, not started or unreadable runs, in leaderboard order
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def run(self, name: str) -> Run:
+        """The complete run called ``name``."""
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(f"{self.path}: no complete run named {name!r}; complete: {[r.name for r in self.runs]}")
+
+
+# ----------------------------------------------------------------------------------------------- one run
+def _why_incomplete(path: Path) -> str:
+    """What the folder says about itself, for the error message."""
+    from .sweep import read_record
+
+    if not path.is_dir():
+        return "no such folder"
+    record = read_record(path)
+    error = record.get("error")
+    return f"status: {record.get('status', 'unknown')}" + (f", error: {error}" if error else "")
+
+
+def _read_ids(path: Path) -> pd.DataFrame:
+    """An ids CSV with every column as text (ids like 000123 stay strings)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _read_probs(path: Path, n: int) -> np.ndarray:
+    """Probabilities from a .npy file, checked to match ``n`` ids."""
+    probs = np.load(path).astype(np.float64).reshape(-1)
+    if len(probs) != n:
+        raise RunError(f"{path}: {len(probs)} probabilities for {n} ids; the run folder is inconsistent")
+    return probs
+
+
+def _predictions(path: Path, stem: str, positive: str | None) -> pd.DataFrame:
+    """``<stem>_ids.csv`` joined with ``<stem>_probs.npy`` (and y when ``positive`` is given)."""
+    ids = _read_ids(path / f"{stem}_ids.csv")
+    frame = ids.assign(prob=_read_probs(path / f"{stem}_probs.npy", len(ids)))
+    if positive is not None:
+        frame["y"] = (frame["label"] == positive).astype(int)
+    return frame
+
+
+def load_run(path: Path | str) -> Run:
+    """Read a complete run folder; RunError naming the folder when it is not one."""
+    path = Path(path)
+    if not is_complete(path):
+        raise RunError(f"{path} is not a complete run ({_why_incomplete(path)}); a run is complete when its "
+                       f"metrics.json says status 'complete'")
+    metrics = json.loads((path / "metrics.json").read_text())
+    try:
+        valid = _predictions(path, "valid", str(metrics.get("positive_class", "fake")))
+        has_test = (path / "test_ids.csv").is_file()
+        test = _predictions(path, "test", None) if has_test else pd.DataFrame({"id": [], "prob": []})
+        history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else pd.DataFrame()
+    except (OSError, ValueError, KeyError) as e:  # a missing/garbled artifact in a folder marked complete
+        raise RunError(f"{path}: cannot read the run's artifacts: {e}") from e
+    return Run(path=path, config=config_of(path), metrics=metrics, history=history, valid=valid, test=test)
+
+
+# --------------------------------------------------------------------------------------------- a sweep
+def load_sweep(path: Path | str) -> Sweep:
+    """Read a sweep folder: its leaderboard (recomputed from the run folders) and every run's state."""
+    from .sweep import LEADERBOARD_COLUMNS, load_leaderboard
+
+    path = Path(path)
+    rows = load_leaderboard(path)  # FileNotFoundError naming the folder when there is no sweep.yaml
+    metric = str(load_yaml(path / "sweep.yaml").get("metric", "auc"))
+    runs, others = [], []
+    for row in rows:
+        if row.get("status") != "complete":
+            others.append(RunStatus(row["run"], str(row.get("status", "unknown")), str(row.get("error") or "")))
+            continue
+        try:
+            runs.append(load_run(path / row["run"]))
+        except (RunError, ValueError) as e:  # ConfigError is a ValueError too
+            log.warning("%s: %s", row["run"], e)
+            others.append(RunStatus(row["run"], "unreadable", str(e)))
+    leaderboard = pd.DataFrame(rows).reindex(columns=LEADERBOARD_COLUMNS)
+    return Sweep(path=path, metric=metric, leaderboard=leaderboard, runs=tuple(runs), others=tuple(others))
