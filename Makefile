@@ -10,10 +10,10 @@ SWEEP ?= sweeps/quickstart.yaml
 .PHONY: help install sweep leaderboard report ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml tools/install-venv.sh
-	bash tools/install-venv.sh $(VENV) dev
+	bash tools/install-venv.sh $(VENV) dev,ray
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its dev tools

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, turn known errors into one clear line and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a killed run records "failed", not "running"
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -39,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sweep YAML (default sweeps/quickstart.yaml)")
     sw.add_argument("--limit", type=int, help="run only the first N runs of the sweep")
     sw.add_argument("--check", action="store_true", help="validate and list the runs, train nothing")
+    sw.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="local: one run after another here; ray: Ray tasks (pip install 'deepfake-fastai[ray]')")
+    sw.add_argument("--address", help="Ray cluster address (e.g. auto, or ray://head:10001); default: a local Ray")
     sw.set_defaults(func=cmd_sweep)
     lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
     lb.add_argument("folder", type=Path, help="runs/<sweep name>")
@@ -128,8 +139,13 @@ def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfi
     for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
-    if raw.get("path") and "source" not in raw:
-        raw["source"] = "csv" if str(raw["path"]).endswith(".csv") else "folder"
+    if "source" not in raw:  # the flag given implies the source: --competition x is a competition, not synthetic
+        if raw.get("competition"):
+            raw["source"] = "kaggle_competition"
+        elif raw.get("dataset"):
+            raw["source"] = "kaggle_dataset"
+        elif raw.get("path"):
+            raw["source"] = "csv" if str(raw["path"]).endswith(".csv") else "folder"
     return from_dict(DataConfig, raw, "data")
 
 
@@ -172,14 +188,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import expand, format_table, load_sweep, run_sweep, sweep_dir
+    from .sweep import format_table, load_sweep, preflight, run_sweep, sweep_dir
 
     sweep = load_sweep(args.file)
     if args.check:
-        for cfg in expand(sweep)[: args.limit]:
+        for cfg in preflight(sweep, args.limit):
             print(f"  {cfg.run_name}: {cfg.arch} item {cfg.resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
         return 0
-    rows = run_sweep(sweep, limit=args.limit)
+    rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address)
     print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
     print(format_table(rows, sweep.metric))
     failed = [r["run"] for r in rows if r.get("status") != "complete"]

@@ -7,6 +7,7 @@ written into every run folder, so a run can be reproduced from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,9 +125,12 @@ def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        close = {u: difflib.get_close_matches(u, list(fields), n=1) for u in unknown}
+        hint = "; ".join(f"'{u}': did you mean '{c[0]}'?" for u, c in close.items() if c)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{'; ' + hint if hint else ''}; "
+                          f"allowed: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
+    kwargs = {k: _coerce(hints[k], v, f"{where}: {k}") for k, v in raw.items()}
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -74,6 +74,13 @@ def resolve_root(cfg: DataConfig) -> tuple[Path, str]:
     return root, _key_for(root)
 
 
+def check_source(cfg: DataConfig) -> None:
+    """Checks that cost milliseconds, before any run starts: a local path must exist."""
+    if cfg.source in ("folder", "csv") and not Path(cfg.path).expanduser().exists():
+        raise DataError(f"data.path {Path(cfg.path).expanduser().resolve()} does not exist; fix data.path "
+                        f"(or --path)")
+
+
 def _key_for(root: Path) -> str:
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in root.stem)[:40]

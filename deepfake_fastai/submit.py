@@ -461,6 +461,9 @@ def submit_file(csv_path: Path, message: str, competition: str | None = None, dr
     csv_path = Path(csv_path)
     if not message or not message.strip():
         raise SubmissionError("a submission message is required (-m MESSAGE)")
+    if not csv_path.is_file():
+        raise SubmissionError(f"{csv_path}: no such submission file; `deepfake-fastai submissions` lists them, "
+                              f"`deepfake-fastai ensemble` writes one")
     record_path = csv_path.with_suffix(".json")
     record = read_record(record_path)
     expected = expected_from_record(record, sample_submission)

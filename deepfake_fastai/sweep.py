@@ -71,6 +71,12 @@ def load_sweep(path: Path) -> SweepConfig:
 
 def expand(sweep: SweepConfig, where: str = "sweep") -> list[TrainConfig]:
     """Every run of the sweep as a TrainConfig (grid product first, then explicit runs); names are unique."""
+    for part in ("defaults", "grid"):  # typos here are reported as such, not as "run 0"
+        for key in ("data", "runs_dir"):
+            if key in getattr(sweep, part):
+                raise ConfigError(f"{where}: {part}: '{key}' is set once per sweep (top level), not per run")
+        from_dict(TrainConfig, {k: (v[0] if part == "grid" else v) for k, v in getattr(sweep, part).items()},
+                  f"{where}: {part}")
     points = [dict(zip(sweep.grid, values, strict=True)) for values in itertools.product(*sweep.grid.values())]
     if not sweep.grid:
         points = []
@@ -89,6 +95,20 @@ def expand(sweep: SweepConfig, where: str = "sweep") -> list[TrainConfig]:
         raise ConfigError(f"{where}: several runs share the name(s) {dupes}; vary seed or set name")
     if not configs:
         raise ConfigError(f"{where}: no runs (give grid and/or runs)")
+    return configs
+
+
+def preflight(sweep: SweepConfig, limit: int | None = None) -> list[TrainConfig]:
+    """The runs to do, after the checks that cost seconds: every arch name and the data path."""
+    from .data import check_source
+    from .models import check_arch
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    configs = expand(sweep)[:limit]
+    for arch in sorted({c.arch for c in configs}):
+        check_arch(arch)  # every name, before the first run spends minutes
+    check_source(sweep.data)
     return configs
 
 
@@ -151,25 +171,44 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- running (side effects)
 
 
-def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None) -> list[dict[str, Any]]:
-    """Run every incomplete run in its own subprocess; one failure never stops the others."""
-    from .models import check_arch
+BACKENDS = ("local", "ray")
 
-    configs = expand(sweep)[:limit]
-    for arch in sorted({c.arch for c in configs}):
-        check_arch(arch)  # every name, before the first run spends minutes
+
+def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None, backend: str = "local",
+              address: str | None = None) -> list[dict[str, Any]]:
+    """Run every incomplete run in its own subprocess; one failure never stops the others.
+
+    backend "local" runs them one after another here; "ray" hands them to a Ray cluster (see ray_backend.py),
+    with the same run folders, leaderboard and resume semantics.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got '{backend}'")
+    configs = preflight(sweep, limit)
     out = sweep_dir(sweep)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out / ".lock"):
         atomic.write_text(out / "sweep.yaml", yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
         state = _load_state(out)
-        for i, cfg in enumerate(configs, 1):
-            _announce(i, len(configs), cfg, state)
-            if is_complete(out / cfg.run_name):
-                continue
-            state[cfg.run_name] = run_one(cfg, python or sys.executable, sweep.oom_retry)
-            atomic.write_json(out / "sweep_state.json", state)
+        pending = [c for c in configs if not is_complete(out / c.run_name)]
+        log.info("%d of %d runs to do (%d complete, skipped)", len(pending), len(configs), len(configs) - len(pending))
+        if backend == "ray":
+            from .ray_backend import run_on_ray
+
+            for name, record in run_on_ray(pending, python or sys.executable, sweep.oom_retry, address):
+                state[name] = record
+                atomic.write_json(out / "sweep_state.json", state)
+        else:
+            _run_local(configs, python or sys.executable, sweep.oom_retry, state, out)
         return write_leaderboard(sweep, configs, state)
+
+
+def _run_local(configs: list[TrainConfig], python: str, oom_retry: bool, state: dict, out: Path) -> None:
+    for i, cfg in enumerate(configs, 1):
+        _announce(i, len(configs), cfg, state)
+        if is_complete(out / cfg.run_name):
+            continue
+        state[cfg.run_name] = run_one(cfg, python, oom_retry)
+        atomic.write_json(out / "sweep_state.json", state)
 
 
 def _announce(i: int, n: int, cfg: TrainConfig, state: dict) -> None:

@@ -13,6 +13,7 @@ The run folder is the contract with later stages (sweep, ensemble, report):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -70,11 +71,15 @@ def is_complete(run_dir: Path) -> bool:
 
 def run(cfg: TrainConfig) -> RunResult:
     """Run one config: skip if complete, else train, predict, score, export; always record status."""
+    from .data import check_source
+
     run_dir = (Path(cfg.runs_dir) / cfg.run_name).resolve()
     if is_complete(run_dir):
+        _same_config_or_raise(run_dir, cfg)
         log.info("%s is complete; skipping (delete the folder to redo it)", run_dir)
         return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
     check_arch(cfg.arch)  # before any data work: a typo must cost milliseconds
+    check_source(cfg.data)
     _start(run_dir, cfg)
     handler = _attach_log(run_dir / "train.log")
     try:
@@ -87,6 +92,16 @@ def run(cfg: TrainConfig) -> RunResult:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return result
+
+
+def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
+    """A complete folder of the same name but another config (e.g. other data) is never taken as this run."""
+    stored = config_of(run_dir)
+    if stored != cfg:
+        a, b = dataclasses.asdict(stored), dataclasses.asdict(cfg)
+        diff = sorted(k for k in a if a[k] != b[k])
+        raise ValueError(f"{run_dir} holds a complete run with a different config (differs in {diff}); "
+                         f"use --name / --runs-dir for this one, or delete that folder to replace it")
 
 
 def _start(run_dir: Path, cfg: TrainConfig) -> None:

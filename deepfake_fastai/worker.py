@@ -6,7 +6,9 @@ Exit code 0 when the run completed; train.run records any failure in the run's s
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -15,6 +17,8 @@ def main(argv: list[str]) -> int:
     from .train import run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # recorded as failed by run()
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")
     try:
         run(load_train_config(Path(argv[0])))
     except Exception as e:  # noqa: BLE001 - recorded in status.json by run(); the exit code tells the runner

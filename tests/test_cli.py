@@ -33,3 +33,13 @@ def test_data_command_summarises_a_folder(tmp_path: Path, tiny_data: Path, capsy
     rc = main(["data", "--path", str(tiny_data), "--size", "32"])
     out = capsys.readouterr().out
     assert rc == 0 and "64 labelled images" in out and "test 16" in out and "fake (positive)" in out
+
+
+@pytest.mark.parametrize("flags, source", [
+    (["--competition", "c"], "kaggle_competition"), (["--dataset", "o/n"], "kaggle_dataset"),
+    (["--path", "x.csv"], "csv"), (["--path", "imgs"], "folder"), ([], "synthetic"),
+])
+def test_the_data_flag_given_implies_the_source(flags, source):
+    from deepfake_fastai.cli import build_parser, data_config
+
+    assert data_config(build_parser().parse_args(["train", *flags])).source == source

@@ -33,7 +33,7 @@ def test_quickstart_covers_four_families_at_two_sizes():
 def test_hackrush_is_the_seed_notebook_grid():
     configs = expand(load_sweep(next(p for p in SWEEPS if p.stem == "hackrush")))
     pairs = {(c.arch, c.resize_px, c.size) for c in configs}
-    assert ("resnet50", 128, 256) in pairs and ("convnext_small_in22k", 256, 299) in pairs
+    assert ("resnet50", 128, 256) in pairs and ("convnext_small.fb_in22k", 256, 299) in pairs
     assert ("vit_small_patch16_224", 256, 224) in pairs and all(c.pretrained for c in configs)
 
 
@@ -47,7 +47,9 @@ def test_grid_product_then_explicit_runs_over_defaults():
 
 @pytest.mark.parametrize("yaml_text, match", [
     ("name: s\ngrid: {arch: [r]}\nepochz: 1\n", r"s.yaml: unknown key\(s\) \['epochz'\]"),
-    ("name: s\ngrid: {archh: [r]}\n", r"s.yaml: run 0: unknown key\(s\) \['archh'\]"),
+    ("name: s\ngrid: {archh: [r]}\n", r"s.yaml: grid: unknown key\(s\) \['archh'\].*did you mean 'arch'"),
+    ("name: s\ndefaults: {epoch: 2}\nruns: [{arch: r}]\n", r"s.yaml: defaults: unknown key.*did you mean 'epochs'"),
+    ("name: s\ndefaults: {runs_dir: x}\nruns: [{arch: r}]\n", r"defaults: 'runs_dir' is set once per sweep"),
     ("name: s\nruns: [{arch: r, epochs: two}]\n", r"s.yaml: run 0.*epochs must be int"),
     ("name: s\nruns: [{arch: r}, {arch: r}]\n", r"share the name\(s\) \['r_r64-64_fine_tune_s42'\]"),
     ("name: s\nruns: [{arch: r, data: {source: folder}}]\n", r"'data' is set once per sweep"),
@@ -79,3 +81,19 @@ def test_leaderboard_order_and_failed_runs_last():
     assert [r["run"] for r in leaderboard_rows(records, "log_loss")] == ["a", "c", "b"]
     table = format_table(leaderboard_rows(records, "auc"), "auc")
     assert table.splitlines()[1].split()[1] == "c" and "failed" in table
+
+
+def test_check_catches_unknown_archs_and_missing_data_paths(tmp_path):
+    from deepfake_fastai.data import DataError
+    from deepfake_fastai.models import ArchError
+    from deepfake_fastai.sweep import preflight
+
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\ndata: {source: folder, path: /nope}\nruns: [{arch: resnet18}]\n")
+    with pytest.raises(DataError, match="/nope does not exist"):
+        preflight(load_sweep(f))
+    f.write_text("name: s\nruns: [{arch: resnet5O}]\n")
+    with pytest.raises(ArchError, match="resnet50"):
+        preflight(load_sweep(f))
+    with pytest.raises(ConfigError, match="--limit must be at least 1"):
+        preflight(load_sweep(f), limit=-1)

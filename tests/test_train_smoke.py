@@ -157,3 +157,18 @@ def test_held_out_generators_are_scored_on_unseen(tmp_path):
     ids = pd.read_csv(result.run_dir / "unseen_ids.csv", dtype=str)
     assert len(ids) == len(np.load(result.run_dir / "unseen_probs.npy")) == 500
     assert not set(ids.id) & set(pd.read_csv(result.run_dir / "valid_ids.csv", dtype=str).id)
+
+
+def test_a_complete_folder_of_another_config_is_never_taken_for_this_run(smoke):
+    _, kwargs, result = smoke
+    with pytest.raises(ValueError, match=r"holds a complete run with a different config \(differs in \['lr'\]\)"):
+        train(**{**kwargs, "lr": 0.5})
+    assert json.loads((result.run_dir / "metrics.json").read_text()) == result.metrics
+
+
+def test_missing_data_path_fails_before_a_run_folder_exists(tmp_path):
+    from deepfake_fastai.data import DataError
+
+    with pytest.raises(DataError, match=r"nowhere does not exist"):
+        train(**tiny_train_kwargs(tmp_path, tmp_path / "nowhere"))
+    assert not (tmp_path / "runs").exists()
