@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 from fastai.callback.core import Callback
+from fastai.vision.core import PILImage
+from fasttransform import Transform
 
 
 class CPUAutocast(Callback):
@@ -49,3 +53,21 @@ def bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+class RandomDegrade(Transform):
+    """Item transform: random blur + JPEG re-compression on training images only (split_idx 0).
+
+    Lives here (an importable module) because it is pickled into exported learners.
+    """
+
+    split_idx = 0
+    order = 1  # after PIL loading, before Resize (order 1 in fastai) sees the image
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def encodes(self, img: PILImage) -> PILImage:
+        from .degrade import random_degrade
+
+        return PILImage(random_degrade(img, self.p, random))  # fastai's set_seed seeds `random`

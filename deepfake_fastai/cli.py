@@ -25,6 +25,7 @@ EPILOG = """examples:
   deepfake-fastai leaderboard runs/quickstart
   deepfake-fastai ensemble runs/quickstart           greedy ensemble of a sweep -> submissions/<time>_greedy.csv
   deepfake-fastai submit -m "greedy, 4 runs" --dry-run  validate the newest submission; drop --dry-run to upload
+  deepfake-fastai robustness runs/quickstart/<run>   AUC after JPEG 90/70/50, blur 1/2, rescale 0.5
   deepfake-fastai report runs/quickstart             one HTML page: leaderboard, ROC, per-run plots
   deepfake-fastai submissions                        past submissions with validation (and public) scores
 """
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
     lb.add_argument("folder", type=Path, help="runs/<sweep name>")
     lb.set_defaults(func=cmd_leaderboard)
+    rb = sub.add_parser("robustness", help="validation AUC of a finished run after JPEG, blur and rescaling",
+                        parents=[common])
+    rb.add_argument("run", type=Path, help="a complete run folder, e.g. runs/quickstart/resnet18_r96-96_fine_tune_s42")
+    rb.set_defaults(func=cmd_robustness)
     rp = sub.add_parser("report", help="write runs/<sweep>/report.html (leaderboard, ROC curves, per-run plots)",
                         parents=[common])
     rp.add_argument("folder", type=Path, help="runs/<sweep name>")
@@ -212,6 +217,20 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = load_leaderboard(args.folder)
     metric = yaml.safe_load((args.folder / "sweep.yaml").read_text()).get("metric", "auc")
     print(format_table(rows, metric))
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from . import robustness
+    from .train import is_complete
+
+    if not is_complete(args.run):
+        raise FileNotFoundError(f"{args.run} is not a complete run folder (no complete metrics.json)")
+    table = robustness.evaluate(args.run)
+    robustness.record(args.run, table)
+    print(f"validation AUC of {args.run.name} (plain predictions, no TTA):")
+    print(robustness.format_table(table))
+    print(f"recorded in {args.run / 'metrics.json'} under 'robustness'")
     return 0
 
 

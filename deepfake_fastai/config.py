@@ -73,6 +73,8 @@ class TrainConfig:
     weights_file: str | None = None  # local weights for offline pretrained runs
     recipe: str = "fine_tune"  # one of RECIPES
     aug: str = "flip"  # flip: pixel-exact flips only (keeps generator traces) | fastai | none
+    degrade_p: float = 0.0  # training images: probability of a random blur and, separately, of a JPEG
+    # re-compression (Wang et al. 2020), so the detector survives what real images go through
     precision: str = "auto"  # auto: fp16 on CUDA, bf16 autocast on a CPU that has it, else fp32
     tta_n: int = 4  # TTA augmented passes
     tta_beta: float = 0.25  # weight of the plain pass in TTA
@@ -91,6 +93,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ConfigError(f"name must be a plain folder name, got '{self.name}'")
+        if not 0.0 <= self.degrade_p <= 1.0:
+            raise ConfigError(f"degrade_p must be between 0 and 1, got {self.degrade_p}")
         if self.bs % self.accum:
             raise ConfigError(f"bs ({self.bs}) must be divisible by accum ({self.accum})")
 

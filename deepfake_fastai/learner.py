@@ -26,7 +26,7 @@ from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 
 from . import atomic
-from .callbacks import CPUAutocast, bf16_supported
+from .callbacks import CPUAutocast, RandomDegrade, bf16_supported
 from .config import TrainConfig
 from .data import Prepared
 from .models import explain_weights_error, norm_stats, prepare_pretrained, timm_kwargs
@@ -50,7 +50,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
     block = DataBlock(
         blocks=(ImageBlock(PILImage), CategoryBlock(vocab=[prepared.negative_class, prepared.positive_class])),
         get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-        item_tfms=Resize(cfg.resize_px, method="squish"),
+        item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), Resize(cfg.resize_px, method="squish")],
         batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -143,7 +143,7 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
         "item_resize": cfg.resize_px, "epochs": cfg.epochs, "precision_mode": precision,
         "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),
         "positive_class": prepared.positive_class, "negative_class": prepared.negative_class,
-        "data_key": prepared.key, "split_file": str(prepared.split_file),
+        "data_key": prepared.key, "split_file": str(prepared.split_file.resolve()),
         "tta": {"n": cfg.tta_n, "beta": cfg.tta_beta}, "fit_time_s": round(fit_s, 2),
         "images_per_s": round(n_train * cfg.epochs / max(fit_s, 1e-9), 1),
         "learner_sha256": learner_sha, "bad_images": len(prepared.bad_images),

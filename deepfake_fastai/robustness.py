@@ -1,0 +1,83 @@
+"""How a finished detector degrades: validation AUC after JPEG re-compression, blur and down/up-scaling.
+
+Reads a complete run folder (learner, validation ids, the data cache), writes ``robustness`` into its
+metrics.json (atomically; the run stays complete) and returns the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import atomic, degrade
+from .metrics import classification
+
+log = logging.getLogger(__name__)
+
+
+def validation_images(run_dir: Path) -> tuple[list[Path], np.ndarray]:
+    """Cached validation image paths of a run (rows of valid_ids.csv) and labels (1 = positive class)."""
+    from .data import _cache_name
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    ids = pd.read_csv(run_dir / "valid_ids.csv", dtype=str)
+    cache = Path(m["split_file"]).parent / f"{m['item_resize']}px"
+    paths = [cache / _cache_name(i) for i in ids.id]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} cached validation images are gone (e.g. {missing[0]}); "
+                                f"re-run `deepfake-fastai data` for this data set at {m['item_resize']} px")
+    return paths, (ids.label == m["positive_class"]).to_numpy().astype(int)
+
+
+def degraded_copies(paths: list[Path], name: str, out_dir: Path) -> list[Path]:
+    """Lossless PNG copies of ``paths`` after degradation ``name`` (so the degradation is exactly what is scored)."""
+    out = []
+    for i, p in enumerate(paths):
+        with Image.open(p) as img:
+            dest = out_dir / name / f"{i:06d}.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            degrade.apply(img.convert("RGB"), name).save(dest)
+            out.append(dest)
+    return out
+
+
+def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)) -> dict[str, float]:
+    """AUC on clean and on each degraded copy of the validation set (plain predictions, no TTA)."""
+    from .learner import load_learner
+
+    run_dir = Path(run_dir)
+    learn = load_learner(run_dir / "learner.pkl")
+    pos = list(learn.dls.vocab).index(json.loads((run_dir / "metrics.json").read_text())["positive_class"])
+    paths, y = validation_images(run_dir)
+
+    def auc(files: list[Path]) -> float:
+        with learn.no_bar():
+            probs, _ = learn.get_preds(dl=learn.dls.test_dl([str(f) for f in files]))
+        return round(classification(y, probs[:, pos].float().numpy())["auc"], 4)
+
+    table = {"clean": auc(paths)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            table[name] = auc(degraded_copies(paths, name, Path(tmp)))
+            log.info("%s: AUC %.4f", name, table[name])
+    return table
+
+
+def record(run_dir: Path, table: dict[str, float]) -> None:
+    """Add the table to the run's metrics.json (atomic rewrite; everything else unchanged)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    atomic.write_json(path, {**metrics, "robustness": table})
+
+
+def format_table(table: dict[str, float]) -> str:
+    """Two lines: degradation names, AUCs."""
+    names = list(table)
+    return "  ".join(f"{n:>10}" for n in names) + "\n" + "  ".join(f"{table[n]:>10.4f}" for n in names)
