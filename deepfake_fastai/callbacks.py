@@ -71,3 +71,35 @@ class RandomDegrade(Transform):
         from .degrade import random_degrade
 
         return PILImage(random_degrade(img, self.p, random))  # fastai's set_seed seeds `random`
+
+
+class AutoAugmentTfm(Transform):
+    """torchvision's AutoAugment (ImageNet policy) on training images only."""
+
+    split_idx = 0
+    order = 2
+
+    def __init__(self):
+        from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+        self.aug = AutoAugment(AutoAugmentPolicy.IMAGENET)
+
+    def encodes(self, img: PILImage) -> PILImage:
+        return PILImage(self.aug(img))
+
+
+class TruncatedCosine:
+    """lr = lr0 * (1 + cos(pi * t * frac)) / 2 over the run's progress t in [0, 1]: cosine annealing with
+    T_max = run length / frac. ``begin`` is where a resumed fit starts (fastai's pos restarts at 0).
+
+    A class, not a lambda, so a learner holding it can be pickled.
+    """
+
+    def __init__(self, lr: float, frac: float, begin: float = 0.0):
+        self.lr, self.frac, self.begin = lr, frac, begin
+
+    def __call__(self, pos: float) -> float:
+        import math
+
+        t = self.begin + pos * (1 - self.begin)
+        return self.lr * (1 + math.cos(math.pi * t * self.frac)) / 2

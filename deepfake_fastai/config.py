@@ -18,7 +18,7 @@ import yaml
 
 SOURCES = ("synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-RECIPES = ("fine_tune",)
+RECIPES = ("fine_tune", "effnetv2_bce")  # see learner.py (fastai fine_tune) and bce_recipe.py
 AUGMENTS = ("flip", "fastai", "none")
 
 
@@ -71,7 +71,7 @@ class TrainConfig:
     lr: float = 2e-3  # base learning rate
     pretrained: bool = False  # load timm weights (hub, HF cache, or weights_file)
     weights_file: str | None = None  # local weights for offline pretrained runs
-    recipe: str = "fine_tune"  # one of RECIPES
+    recipe: str = "fine_tune"  # one of RECIPES: fine_tune (fastai) | effnetv2_bce (one logit, BCE, mixup; lr ~1e-4)
     aug: str = "flip"  # flip: pixel-exact flips only (keeps generator traces) | fastai | none
     degrade_p: float = 0.0  # training images: probability of a random blur and, separately, of a JPEG
     # re-compression (Wang et al. 2020), so the detector survives what real images go through

@@ -66,17 +66,14 @@ def augmentations(cfg: TrainConfig) -> list:
     return [Resize(cfg.size, method="squish")] if cfg.size != cfg.resize_px else []
 
 
-def build(cfg: TrainConfig, prepared: Prepared):
+def build(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None = None):
     """Seeded learner with metrics, accumulation and the chosen precision. Returns (learner, precision)."""
     set_threads()
     set_seed(cfg.seed, reproducible=True)
-    dls = dataloaders(cfg, prepared)
     if cfg.pretrained:
         prepare_pretrained(cfg.arch, cfg.weights_file)
     try:
-        learn = vision_learner(dls, cfg.arch, pretrained=cfg.pretrained, normalize=False,
-                               metrics=[accuracy, RocAucBinary()],
-                               **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+        learn = _recipe_learner(cfg, prepared, run_dir)
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError and friends are OSErrors
         raise explain_weights_error(cfg.arch, e) from e
     learn.add_cbs(accumulation_callbacks(cfg))
@@ -86,6 +83,15 @@ def build(cfg: TrainConfig, prepared: Prepared):
     elif precision == "bf16":
         learn.add_cb(CPUAutocast())
     return learn, precision
+
+
+def _recipe_learner(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None):
+    if cfg.recipe == "effnetv2_bce":
+        from . import bce_recipe
+
+        return bce_recipe.build(cfg, bce_recipe.dataloaders(cfg, prepared), run_dir or Path("."))
+    return vision_learner(dataloaders(cfg, prepared), cfg.arch, pretrained=cfg.pretrained, normalize=False,
+                          metrics=[accuracy, RocAucBinary()], **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
 
 
 def accumulation_callbacks(cfg: TrainConfig) -> list:
@@ -117,7 +123,11 @@ def resolve_precision(requested: str, size: int) -> str:
 def fit(learn, cfg: TrainConfig) -> float:
     """Train with the recipe; returns wall seconds."""
     start = time.perf_counter()
-    if cfg.pretrained:
+    if cfg.recipe == "effnetv2_bce":
+        from . import bce_recipe
+
+        bce_recipe.fit(learn, cfg, Path(learn.path))
+    elif cfg.pretrained:
         learn.fine_tune(cfg.epochs, cfg.lr)
     else:
         # fine_tune's first phase trains only the head over a frozen body: pointless for random weights.
@@ -127,8 +137,7 @@ def fit(learn, cfg: TrainConfig) -> float:
 
 def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """TTA probabilities of the positive class for the validation and the test images."""
-    pos = list(learn.dls.vocab).index(prepared.positive_class)
-    valid = _probs(learn, learn.dls.valid, cfg)[:, pos]
+    valid = _positive(learn, learn.dls.valid, prepared.positive_class, cfg)
     if prepared.test.empty:
         return valid, np.zeros(0, dtype=np.float32)
     return valid, predict_paths(learn, prepared.test.path.tolist(), prepared.positive_class, cfg)
@@ -136,8 +145,15 @@ def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np
 
 def predict_paths(learn, paths: list[str], positive_class: str, cfg: TrainConfig) -> np.ndarray:
     """TTA probabilities of the positive class for image files (validation transforms)."""
-    pos = list(learn.dls.vocab).index(positive_class)
-    return _probs(learn, learn.dls.test_dl(paths), cfg)[:, pos]
+    return _positive(learn, learn.dls.test_dl(paths), positive_class, cfg)
+
+
+def _positive(learn, dl, positive_class: str, cfg: TrainConfig) -> np.ndarray:
+    """Probability of the positive class: a softmax column (fine_tune) or the sigmoid of one logit (BCE)."""
+    probs = _probs(learn, dl, cfg)
+    if probs.ndim == 1 or probs.shape[1] == 1:
+        return probs.reshape(-1)
+    return probs[:, list(learn.dls.vocab).index(positive_class)]
 
 
 def _probs(learn, dl, cfg: TrainConfig) -> np.ndarray:

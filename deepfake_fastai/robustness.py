@@ -53,14 +53,18 @@ def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)
     from .learner import load_learner
 
     run_dir = Path(run_dir)
+    from .config import TrainConfig
+    from .learner import _positive
+
     learn = load_learner(run_dir / "learner.pkl")
-    pos = list(learn.dls.vocab).index(json.loads((run_dir / "metrics.json").read_text())["positive_class"])
+    positive = json.loads((run_dir / "metrics.json").read_text())["positive_class"]
     paths, y = validation_images(run_dir)
+    plain = TrainConfig(tta_n=0)
 
     def auc(files: list[Path]) -> float:
         with learn.no_bar():
-            probs, _ = learn.get_preds(dl=learn.dls.test_dl([str(f) for f in files]))
-        return round(classification(y, probs[:, pos].float().numpy())["auc"], 4)
+            p = _positive(learn, learn.dls.test_dl([str(f) for f in files]), positive, plain)
+        return round(classification(y, p)["auc"], 4)
 
     table = {"clean": auc(paths)}
     with tempfile.TemporaryDirectory() as tmp:

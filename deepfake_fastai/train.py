@@ -126,7 +126,7 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     from . import data, learner
 
     prepared = data.prepare(cfg.data, max_px=cfg.resize_px)
-    learn, precision = learner.build(cfg, prepared)
+    learn, precision = learner.build(cfg, prepared, run_dir)
     fit_s = learner.fit(learn, cfg)
     history = learner.history(learn)  # before predicting: get_preds/tta reset the Recorder
     valid_probs, test_probs = learner.predict(learn, prepared, cfg)

@@ -1,0 +1,166 @@
+"""Recipe "effnetv2_bce": the EfficientNetV2-S detector of the project's reference report, on fastai.
+
+timm backbone (num_classes=0, global average pooling) + head Linear(n -> 512), ReLU, Dropout(0.3),
+Linear(512 -> 1); BCE-with-logits on one logit; mixup (alpha 0.2) on images and targets; AdamW (lr from the
+config, the report used 1e-4; weight decay 1e-5); cosine annealing with T_max = 10 epochs, truncated at the
+run's epoch count; train: random resized crop (scale 0.8-1), flip, AutoAugment (ImageNet policy); valid:
+resize + centre crop. Checkpoints in <run>/checkpoints/: best validation AUC (model + optimizer + epoch) and
+the last epoch, from which an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.mixup import MixUp
+from fastai.callback.schedule import ParamScheduler
+from fastai.callback.tracker import SaveModelCallback
+from fastai.data.block import ColReader, ColSplitter, DataBlock, RegressionBlock
+from fastai.learner import Learner
+from fastai.losses import BCEWithLogitsLossFlat
+from fastai.metrics import AccumMetric, ActivationType
+from fastai.optimizer import Adam
+from fastai.vision.augment import Flip, Normalize, RandomResizedCrop
+from fastai.vision.core import PILImage
+from fastai.vision.data import ImageBlock
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from . import atomic
+from .callbacks import AutoAugmentTfm, RandomDegrade, TruncatedCosine
+from .config import TrainConfig, dump_yaml
+from .data import Prepared
+from .models import norm_stats, timm_kwargs
+
+log = logging.getLogger(__name__)
+
+T_MAX_EPOCHS = 10  # the report's CosineAnnealingLR(T_max=10), run for 8 epochs
+WEIGHT_DECAY = 1e-5
+MIXUP_ALPHA = 0.2
+AUC_NAME = "roc_auc_score"
+
+
+class BinaryDetector(nn.Module):
+    """timm body with global average pooling and the report's one-logit head."""
+
+    def __init__(self, body: nn.Module, n_features: int):
+        super().__init__()
+        self.body = body
+        self.head = nn.Sequential(nn.Linear(n_features, 512), nn.ReLU(), nn.Dropout(0.3), nn.Linear(512, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def create_model(cfg: TrainConfig) -> BinaryDetector:
+    import timm
+
+    body = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=0, global_pool="avg",
+                             **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+    return BinaryDetector(body, body.num_features)
+
+
+def dataloaders(cfg: TrainConfig, prepared: Prepared):
+    """Float targets (1 = positive class) for BCE; RandomResizedCrop is a centre crop on validation."""
+    stats = norm_stats(cfg.arch)
+    items = prepared.items.assign(target=(prepared.items.label == prepared.positive_class).astype("float32"))
+    train_only = [RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []
+    block = DataBlock(
+        blocks=(ImageBlock(PILImage), RegressionBlock()), get_x=ColReader("path"), get_y=ColReader("target"),
+        splitter=ColSplitter("is_valid"),
+        item_tfms=[*train_only, AutoAugmentTfm(), RandomResizedCrop(cfg.size, min_scale=0.8, val_xtra=0.14)],
+        batch_tfms=[Flip(p=0.5), Normalize.from_stats(stats.mean, stats.std)],
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return block.dataloaders(items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+
+
+def auc_metric() -> AccumMetric:
+    # invert_arg: sklearn takes (y_true, y_score), fastai passes (preds, targs) unless told otherwise
+    return AccumMetric(roc_auc_score, activation=ActivationType.Sigmoid, flatten=True, invert_arg=True, name=AUC_NAME)
+
+
+def build(cfg: TrainConfig, dls, run_dir: Path) -> Learner:
+    """The learner, writing checkpoints to run_dir/checkpoints."""
+    learn = Learner(dls, create_model(cfg), loss_func=BCEWithLogitsLossFlat(), opt_func=Adam,
+                    lr=cfg.lr, wd=WEIGHT_DECAY, metrics=[auc_metric()], path=run_dir, model_dir="checkpoints")
+    return learn
+
+
+class LastCheckpoint(Callback):
+    """Save model + optimizer after every epoch, and which epoch it was, so a killed run resumes."""
+
+    order = 70  # after the recorder has the epoch's metrics
+
+    def __init__(self, config_key: str, first_epoch: int = 0):
+        self.config_key, self.first_epoch = config_key, first_epoch
+
+    def after_epoch(self) -> None:
+        self.learn.save("last", with_opt=True)
+        best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
+        atomic.write_json(self.learn.path / self.learn.model_dir / "last.json", {
+            "epoch": self.first_epoch + self.epoch, "config": self.config_key,
+            "best_auc": None if best is None else float(best.best)})
+
+
+def config_key(cfg: TrainConfig) -> str:
+    return hashlib.sha256(dump_yaml(cfg).encode()).hexdigest()[:16]
+
+
+def resume_point(run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """The last finished epoch of an interrupted run of the same config, if any."""
+    try:
+        state = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if state.get("config") == config_key(cfg) and state["epoch"] + 1 < cfg.epochs else None
+
+
+def fit(learn: Learner, cfg: TrainConfig, run_dir: Path) -> None:
+    """Mixup + truncated cosine; best-AUC and last checkpoints; resumes from the last one when there is one."""
+    best = SaveModelCallback(monitor=AUC_NAME, comp=np.greater, fname="best", with_opt=True, reset_on_fit=False)
+    start = 0
+    state = resume_point(run_dir, cfg)
+    if state:
+        learn.load("last", with_opt=True)
+        best.best = state["best_auc"] if state["best_auc"] is not None else -np.inf
+        start = state["epoch"] + 1
+        log.info("resuming %s at epoch %d of %d (best AUC so far %.4f)", run_dir.name, start, cfg.epochs, best.best)
+    # Fit only the remaining epochs (fastai's start_epoch still calls after_epoch for skipped epochs, which
+    # breaks SaveModelCallback on an empty Recorder); the schedule and epoch numbers are offset instead.
+    schedule = ParamScheduler({"lr": TruncatedCosine(cfg.lr, cfg.epochs / T_MAX_EPOCHS, begin=start / cfg.epochs)})
+    cbs = [MixUp(MIXUP_ALPHA), schedule, best, LastCheckpoint(config_key(cfg), start), BestEpochLog(start)]
+    learn.fit(cfg.epochs - start, lr=cfg.lr, cbs=cbs)
+
+
+class BestEpochLog(Callback):
+    """Record which epoch the best-AUC checkpoint holds (fastai saves model + optimizer, not the epoch)."""
+
+    order = 71
+
+    def __init__(self, first_epoch: int = 0):
+        self.first_epoch = first_epoch
+
+    def after_epoch(self) -> None:
+        best = next(cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback))
+        if best.best == self.recorder.values[-1][best.idx]:
+            atomic.write_json(self.learn.path / self.learn.model_dir / "best.json",
+                              {"epoch": self.first_epoch + self.epoch, AUC_NAME: float(best.best)})
+
+
+def probs(learn: Learner, dl, cfg: TrainConfig) -> np.ndarray:
+    """Sigmoid probability of the positive class (TTA as configured)."""
+    if cfg.tta_n:
+        out, _ = learn.tta(dl=dl, n=cfg.tta_n, beta=cfg.tta_beta)
+    else:
+        out, _ = learn.get_preds(dl=dl)
+    return out.float().reshape(-1).numpy()
+
+
+
