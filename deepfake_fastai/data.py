@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from PIL import Image, ImageOps
 
 from . import atomic
 from .config import DataConfig
+from .netcheck import reachable
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +105,11 @@ def _require_kaggle(what: str, need_credentials: bool) -> None:
             f"(chmod 600) or set KAGGLE_USERNAME and KAGGLE_KEY; or download the data yourself and use "
             f"data.source: folder with data.path."
         )
-    if not _reachable(*KAGGLE_HOST):
+    if not reachable(*KAGGLE_HOST):
         raise DataError(
             f"{what}: cannot reach {KAGGLE_HOST[0]} (offline?). Fix: download the data where you have "
             f"network, then use data.source: folder with data.path pointing at it."
         )
-
-
-def _reachable(host: str, port: int, timeout_s: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def download_competition(slug: str, data_dir: Path) -> Path:

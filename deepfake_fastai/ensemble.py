@@ -116,12 +116,12 @@ def resolve_run_dirs(specs: Sequence[str | Path], runs_dir: Path = Path("runs"))
 
 
 # -------------------------------------------------------------------------------------------- reading runs
-def _read_ids(path: Path) -> pd.DataFrame:
+def read_ids(path: Path) -> pd.DataFrame:
     """An ids CSV with every column as text (ids like 000123 must stay strings)."""
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def _read_probs(path: Path, n: int) -> np.ndarray:
+def read_probs(path: Path, n: int) -> np.ndarray:
     """Probabilities from a .npy file, checked to be ``n`` finite values in [0, 1]."""
     probs = np.load(path).astype(np.float64).reshape(-1)
     if len(probs) != n:
@@ -137,16 +137,16 @@ def load_run(run_dir: Path, name: str | None = None) -> RunPredictions:
     if not is_complete(run_dir):
         raise EnsembleError(f"{run_dir}: not a complete run (its metrics.json is missing or not 'complete')")
     info = json.loads((run_dir / "metrics.json").read_text())
-    valid = _read_ids(run_dir / "valid_ids.csv")
+    valid = read_ids(run_dir / "valid_ids.csv")
     has_test = (run_dir / "test_ids.csv").is_file()
-    test_ids = _read_ids(run_dir / "test_ids.csv")["id"].to_numpy() if has_test else np.array([], dtype=object)
+    test_ids = read_ids(run_dir / "test_ids.csv")["id"].to_numpy() if has_test else np.array([], dtype=object)
     positive = str(info["positive_class"])
     return RunPredictions(
         name=name or run_dir.name, run_dir=run_dir,
         valid_ids=valid["id"].to_numpy(), y_valid=(valid["label"] == positive).to_numpy().astype(int),
-        valid_probs=_read_probs(run_dir / "valid_probs.npy", len(valid)),
+        valid_probs=read_probs(run_dir / "valid_probs.npy", len(valid)),
         test_ids=test_ids,
-        test_probs=_read_probs(run_dir / "test_probs.npy", len(test_ids)) if has_test else np.array([]),
+        test_probs=read_probs(run_dir / "test_probs.npy", len(test_ids)) if has_test else np.array([]),
         positive_class=positive, negative_class=str(info.get("negative_class", "")), metrics=info,
     )
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig, load_yaml
+from .ensemble import EnsembleError, read_ids, read_probs
 from .train import LEARNER_FILE, config_of, is_complete
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,15 @@ def _why_incomplete(path: Path) -> str:
 
 
 def _read_ids(path: Path) -> pd.DataFrame:
-    """An ids CSV with every column as text (ids like 000123 stay strings)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return read_ids(path)
 
 
 def _read_probs(path: Path, n: int) -> np.ndarray:
-    """Probabilities from a .npy file, checked to match ``n`` ids."""
-    probs = np.load(path).astype(np.float64).reshape(-1)
-    if len(probs) != n:
-        raise RunError(f"{path}: {len(probs)} probabilities for {n} ids; the run folder is inconsistent")
-    return probs
+    """The ensembler's checked reader, its errors as RunErrors."""
+    try:
+        return read_probs(path, n)
+    except EnsembleError as e:
+        raise RunError(str(e)) from None
 
 
 def _predictions(path: Path, stem: str, positive: str | None) -> pd.DataFrame:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import difflib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from .netcheck import reachable
 
 HF_HOST = ("huggingface.co", 443)
 
@@ -85,19 +86,11 @@ def prepare_pretrained(arch: str, weights_file: str | None) -> None:
     """
     if weights_file or os.environ.get("HF_HUB_OFFLINE") == "1":
         return
-    if not _reachable(*HF_HOST):
+    if not reachable(*HF_HOST):
         os.environ["HF_HUB_OFFLINE"] = "1"
         import huggingface_hub.constants as hf_constants
 
         hf_constants.HF_HUB_OFFLINE = True  # read at call time by the download code
-
-
-def _reachable(host: str, port: int, timeout_s: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def explain_weights_error(arch: str, err: Exception) -> WeightsUnavailable:
