@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SWEEP ?= sweeps/quickstart.yaml
 
-.PHONY: help install sweep leaderboard report ensemble submit submissions train data test test-all lint clean-runs
+.PHONY: help install sweep leaderboard report notebook ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,8 +24,11 @@ sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded dat
 leaderboard: $(STAMP)  ## print the leaderboard of SWEEP's run folder
 	$(CLI) leaderboard runs/$$(basename $(SWEEP) .yaml)
 
-report: $(STAMP)  ## write runs/<sweep>/report.html for SWEEP: leaderboard, ROC curves, per-run plots (one file)
+report: $(STAMP)  ## write runs/<sweep>/report.html for SWEEP: leaderboard, ROC, per-run plots, Grad-CAM, t-SNE
 	$(CLI) report runs/$$(basename $(SWEEP) .yaml) $(ARGS)
+
+notebook: $(STAMP)  ## run notebooks/inspect.ipynb headless (small run + plots) into runs/inspect.ipynb
+	mkdir -p runs && $(VENV)/bin/jupyter execute notebooks/inspect.ipynb --output ../runs/inspect
 
 ensemble: $(STAMP)  ## ensemble RUNS (default: every complete run in runs/) into a validated submission
 	$(CLI) ensemble $(RUNS) $(ARGS)

@@ -83,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                         parents=[common])
     rb.add_argument("run", type=Path, help="a complete run folder, e.g. runs/quickstart/resnet18_r96-96_fine_tune_s42")
     rb.set_defaults(func=cmd_robustness)
-    rp = sub.add_parser("report", help="write runs/<sweep>/report.html (leaderboard, ROC curves, per-run plots)",
-                        parents=[common])
+    rp = sub.add_parser("report", help="write runs/<sweep>/report.html (leaderboard, ROC curves, per-run plots, "
+                        "top losses, Grad-CAM, t-SNE)", parents=[common])
     rp.add_argument("folder", type=Path, help="runs/<sweep name>")
     rp.add_argument("--submissions", type=Path,
                     help="folder of submission records whose newest ensemble of this sweep is drawn "
                          "(default: submissions/, or /kaggle/working/submissions in a Kaggle notebook)")
+    rp.add_argument("--no-interpret", dest="interpret", action="store_false",
+                    help="leave out each run's top losses, Grad-CAM and t-SNE (they load every learner: slower)")
     rp.set_defaults(func=cmd_report)
     ens = sub.add_parser("ensemble", help="ensemble finished runs and write a validated submission",
                          parents=[common])
@@ -237,7 +239,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.folder, args.submissions)
+    path = write_report(args.folder, args.submissions, interpret=args.interpret)
     print(f"report: {path.resolve()} (one self-contained file: open it in a browser, or attach it)")
     return 0
 

@@ -257,14 +257,14 @@ def warn_if_shrinking(sources: pd.Series, max_px: int, sample: int = 25) -> floa
 
 def build_cache(frame: pd.DataFrame, cache_dir: Path, max_px: int, workers: int = 2) -> pd.DataFrame:
     """Cache every image of ``frame`` (id, source); returns frame + path column, and error column."""
-    dests = [cache_dir / _cache_name(i) for i in frame.id]
+    dests = [cache_dir / cache_name(i) for i in frame.id]
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
         errors = list(_progress(pool.map(cache_one, frame.source, dests, [max_px] * len(dests)),
                                 len(dests), f"caching {len(dests)} images at {max_px}px"))
     return frame.assign(path=[str(d) for d in dests], error=errors)
 
 
-def _cache_name(image_id: str) -> str:
+def cache_name(image_id: str) -> str:
     """Mirror the id's relative path; ids that could escape the cache folder are hashed instead."""
     parts = Path(image_id).parts
     if Path(image_id).is_absolute() or ".." in parts:

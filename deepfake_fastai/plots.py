@@ -134,6 +134,8 @@ def learning_curves_figure(history: pd.DataFrame, title: str = "Learning curves"
         for c in cols:
             ax.plot(x, history[c], marker="o", label=plain(PRETTY.get(c, c.replace("_", " "))))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(x) < 2:  # one epoch: give the single point room, or matplotlib squeezes ticks onto it
+            ax.set_xlim(float(min(x)) - 1, float(max(x)) + 1)
         ax.set(xlabel="epoch", ylabel=what, title="losses" if what == "loss" else "validation metrics")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)

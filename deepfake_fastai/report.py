@@ -5,7 +5,9 @@
 It holds the leaderboard (rows link to the runs), the ROC curves of every complete run (+ the newest ensemble
 written from this sweep, re-scored from its members' validation probabilities), then per run its learning
 curves, confusion matrix, calibration diagram and metrics, and the runs that did not complete with their error.
-Every text that comes from a file (run names, errors, configs, records) is HTML-escaped.
+With ``interpret=True`` (the default) each run also gets its top losses, Grad-CAM and t-SNE (interpret.py:
+loads the run's learner, so torch is imported then and only then); a run whose learner or images cannot be had
+gets a note instead. Every text that comes from a file (run names, errors, configs, records) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ th { background: #f2f4f7; } tr:nth-child(even) td { background: #fafafa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.bad td { color: #a40000; }
 .figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }
+.figs.wide { grid-template-columns: repeat(auto-fit, minmax(640px, 1fr)); align-items: start; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 0.5rem; white-space: pre-wrap; word-break: break-word; }
 .note { color: #8a5a00; }
@@ -65,17 +68,32 @@ class EnsembleView:
 
 
 # ------------------------------------------------------------------------------------------------- I/O edge
-def write_report(sweep_folder: Path | str, submissions_dir: Path | str | None = None) -> Path:
-    """Write ``<sweep_folder>/report.html`` atomically and return its path."""
+def write_report(sweep_folder: Path | str, submissions_dir: Path | str | None = None,
+                 interpret: bool = True) -> Path:
+    """Write ``<sweep_folder>/report.html`` atomically and return its path.
+
+    ``interpret`` adds each run's top losses, Grad-CAM and t-SNE (loads every learner: slower).
+    """
     from .submit import default_out_dir
 
     sweep = load_sweep(Path(sweep_folder))
     record = newest_ensemble_record(sweep.path, Path(submissions_dir or default_out_dir()))
     view = ensemble_view(sweep, record) if record else None
-    path = atomic.write_text(sweep.path / REPORT_FILE, render_report(sweep, view))
+    inspections = {r.name: inspection_html(r) for r in sweep.runs} if interpret else None
+    path = atomic.write_text(sweep.path / REPORT_FILE, render_report(sweep, view, inspections=inspections))
     log.info("wrote %s (%d complete runs, %d not complete%s)", path, len(sweep.runs), len(sweep.others),
              ", with the ensemble" if view else "")
     return path
+
+
+def inspection_html(run: Run) -> str:
+    """The run's top losses, Grad-CAM and t-SNE as inline PNGs, with a note for each part that failed."""
+    from . import interpret  # lazy: its model code imports torch/fastai, which the rest of the report never needs
+
+    figures, notes = interpret.run_figures(run)
+    images = "".join(img_tag(fig, f"{name} {run.name}") for name, fig in figures)
+    note = "".join(f'<p class="note">not shown: {esc(n)}</p>' for n in notes)
+    return f'<h3>Inspection</h3>{note}<div class="figs wide">{images}</div>' if images else f"<h3>Inspection</h3>{note}"
 
 
 def newest_ensemble_record(sweep_path: Path, submissions_dir: Path) -> dict[str, Any] | None:
@@ -188,8 +206,8 @@ def metrics_html(metrics: dict[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
-def run_html(run: Run) -> str:
-    """One run's section: what it was, its learning curves, confusion matrix, calibration and metrics."""
+def run_html(run: Run, inspection: str = "") -> str:
+    """One run's section: what it was, its learning curves, confusion matrix, calibration, metrics, inspection."""
     cfg, m = run.config, run.metrics
     y, p = run.valid["y"].to_numpy(), run.valid["prob"].to_numpy()
     classes = (run.negative_class, run.positive_class)
@@ -203,7 +221,7 @@ def run_html(run: Run) -> str:
     ]
     return (f'<section class="run" id="{esc(anchor(run.name))}"><h2>{esc(run.name)}</h2>'
             f'<p class="sub">{esc(what)}</p>'
-            f'<div class="figs">{"".join(figures)}</div>{metrics_html(m)}'
+            f'<div class="figs">{"".join(figures)}</div>{metrics_html(m)}{inspection}'
             f'<p><a href="#top">back to the top</a></p></section>')
 
 
@@ -235,8 +253,9 @@ def others_html(others: tuple[RunStatus, ...]) -> str:
     return f'<section id="incomplete"><h2>Runs that did not complete ({len(others)})</h2><ul>{items}</ul></section>'
 
 
-def render_report(sweep: Sweep, ensemble: EnsembleView | None = None, generated: datetime | None = None) -> str:
-    """The whole report as one HTML string."""
+def render_report(sweep: Sweep, ensemble: EnsembleView | None = None, generated: datetime | None = None,
+                  inspections: dict[str, str] | None = None) -> str:
+    """The whole report as one HTML string; ``inspections`` maps run names to their inspection HTML."""
     generated = generated or datetime.now(timezone.utc)
     series = [(r.name, r.valid["y"].to_numpy(), r.valid["prob"].to_numpy()) for r in sweep.runs]
     curve = (ensemble.label, ensemble.y, ensemble.p) if ensemble else None
@@ -250,7 +269,7 @@ def render_report(sweep: Sweep, ensemble: EnsembleView | None = None, generated:
         f"<h2>Leaderboard</h2>{leaderboard_html(sweep.leaderboard)}",
         f"<h2>ROC curves</h2>{roc}",
         ensemble_html(ensemble) if ensemble else "",
-        *(run_html(r) for r in sweep.runs),
+        *(run_html(r, (inspections or {}).get(r.name, "")) for r in sweep.runs),
         others_html(sweep.others) if sweep.others else "",
     ]
     body = "\n".join(p for p in parts if p)

@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 def validation_images(run_dir: Path) -> tuple[list[Path], np.ndarray]:
     """Cached validation image paths of a run (rows of valid_ids.csv) and labels (1 = positive class)."""
-    from .data import _cache_name
+    from .data import cache_name
 
     m = json.loads((run_dir / "metrics.json").read_text())
     ids = pd.read_csv(run_dir / "valid_ids.csv", dtype=str)
     cache = Path(m["split_file"]).parent / f"{m['item_resize']}px"
-    paths = [cache / _cache_name(i) for i in ids.id]
+    paths = [cache / cache_name(i) for i in ids.id]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} cached validation images are gone (e.g. {missing[0]}); "
