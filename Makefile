@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml tools/install-venv.sh
 	bash tools/install-venv.sh $(VENV) dev,ray
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package with its dev tools
+install: $(STAMP)  ## create .venv and install the package with its dev tools and Ray
 
 sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded data, CPU, ~15 min) + leaderboard
 	$(CLI) sweep $(SWEEP) $(ARGS)
