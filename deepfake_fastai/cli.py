@@ -119,6 +119,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--competition", help="Kaggle competition slug")
     g.add_argument("--dataset", help="Kaggle dataset handle owner/name")
     g.add_argument("--positive-class", help="class whose probability is predicted (default: fake)")
+    g.add_argument("--label-from-name", metavar="REGEX",
+                   help="folder source: class = first (group) of REGEX in each file stem, e.g. '(.)$' (last character)")
     g.add_argument("--difficulty", choices=["easy", "default", "hard"], help="synthetic data difficulty")
 
 
@@ -143,7 +145,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     raw = dict(base or {})
-    for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty"):
+    for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty", "label_from_name"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
     if "source" not in raw:  # the flag given implies the source: --competition x is a competition, not synthetic

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class DataConfig:
     competition: str | None = None  # kaggle_competition: slug, e.g. "deepfake-detection"
     dataset: str | None = None  # kaggle_dataset: handle "owner/name"
     subdir: str | None = None  # kaggle sources: folder inside the download holding the classes
+    label_from_name: str | None = None  # folder source: a regex whose first group, searched in each file's
+    # stem, is its class (e.g. "(.)$": the last character, as in the reference report); None: sub-folder names
     positive_class: str = "fake"  # class whose probability is predicted and scored
     valid_pct: float = 0.2  # fraction of labelled images held out, stratified
     split_seed: int = 42  # seed of the one fixed split every run of this data set shares
@@ -54,6 +57,12 @@ class DataConfig:
             raise ConfigError(f"data.valid_pct must be between 0 and 1, got {self.valid_pct}")
         need = {"folder": "path", "csv": "path", "kaggle_competition": "competition",
                 "kaggle_dataset": "dataset"}.get(self.source)
+        if self.label_from_name is not None:
+            try:
+                if re.compile(self.label_from_name).groups < 1:
+                    raise ConfigError(f"data.label_from_name needs one (group) for the class: '{self.label_from_name}'")
+            except re.error as e:
+                raise ConfigError(f"data.label_from_name is not a valid regex: {e}") from None
         if need and not getattr(self, need):
             raise ConfigError(f"data.source '{self.source}' needs data.{need}")
 

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,12 @@ def download_dataset(handle: str) -> Path:
 
 def list_labelled(cfg: DataConfig, root: Path) -> pd.DataFrame:
     """id, source, label of every labelled image (id = path relative to the labelled root)."""
-    frame = _list_csv(cfg, root) if cfg.source == "csv" else _list_folder(_labelled_dir(root))
+    if cfg.source == "csv":
+        frame = _list_csv(cfg, root)
+    elif cfg.label_from_name:
+        frame = _list_by_name(_labelled_dir(root), cfg.label_from_name)
+    else:
+        frame = _list_folder(_labelled_dir(root))
     if frame.empty:
         raise DataError(f"no images found under {root}; expected one sub-folder per class")
     classes = sorted(frame.label.unique())
@@ -169,6 +175,25 @@ def _list_folder(folder: Path) -> pd.DataFrame:
         for f in sorted(class_dir.rglob("*")):
             if f.suffix.lower() in IMAGE_EXTS and f.is_file():
                 rows.append((f.relative_to(folder).as_posix(), str(f), class_dir.name))
+    return pd.DataFrame(rows, columns=["id", "source", "label"])
+
+
+def _list_by_name(folder: Path, pattern: str) -> pd.DataFrame:
+    """Every image below ``folder`` (but test/, unseen/), labelled by the regex's first group in its stem."""
+    rule = re.compile(pattern)
+    rows, unmatched = [], []
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f.suffix.lower() not in IMAGE_EXTS or not f.is_file() or rel.parts[0].lower() in NOT_CLASSES:
+            continue
+        match = rule.search(f.stem)
+        if match is None:
+            unmatched.append(rel.as_posix())
+            continue
+        rows.append((rel.as_posix(), str(f), match.group(1)))
+    if unmatched:
+        raise DataError(f"{len(unmatched)} file name(s) under {folder} do not match data.label_from_name "
+                        f"'{pattern}', e.g. {unmatched[:3]}; fix the pattern or move those files")
     return pd.DataFrame(rows, columns=["id", "source", "label"])
 
 

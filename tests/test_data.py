@@ -172,3 +172,26 @@ def test_cifake_folder_lists_3000_images_with_fake_positive(tmp_path):
     frame = data.list_labelled(cfg, root)
     assert len(frame) == 3000 and frame.label.value_counts().to_dict() == {"fake": 1500, "real": 1500}
     assert any(" (" in i for i in frame.id)
+
+
+def test_labels_from_a_file_name_rule(tmp_path):
+    root = tmp_path / "flat"
+    for i in range(8):  # the reference report's data: the last character of the stem is the class
+        _img(root / "imgs" / f"pic{i:02d}_{i % 2}.png", seed=i)
+    _img(root / "test" / "t0.png", seed=50)
+    cfg = _cfg(tmp_path, path=str(root), label_from_name=r"_(\d)$", positive_class="1")
+    prepared = data.prepare(cfg, max_px=32)
+    labels = dict(zip(prepared.items.id, prepared.items.label, strict=True))
+    assert labels["imgs/pic03_1.png"] == "1" and labels["imgs/pic04_0.png"] == "0" and len(labels) == 8
+    assert list(prepared.test.id) == ["t0"]  # test/ is never labelled
+    _img(root / "imgs" / "oddname.png", seed=9)
+    with pytest.raises(data.DataError, match=r"1 file name\(s\) .* do not match .*oddname.png"):
+        data.prepare(_cfg(tmp_path / "b", path=str(root), label_from_name=r"_(\d)$", positive_class="1"), 32)
+
+
+@pytest.mark.parametrize("pattern, match", [("[", "not a valid regex"), ("_\\d$", "needs one \\(group\\)")])
+def test_a_bad_label_rule_is_a_config_error(pattern, match):
+    from deepfake_fastai.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        DataConfig(source="folder", path="x", label_from_name=pattern)
