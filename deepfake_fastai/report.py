@@ -80,10 +80,34 @@ def write_report(sweep_folder: Path | str, submissions_dir: Path | str | None = 
     record = newest_ensemble_record(sweep.path, Path(submissions_dir or default_out_dir()))
     view = ensemble_view(sweep, record) if record else None
     inspections = {r.name: inspection_html(r) for r in sweep.runs} if interpret else None
-    path = atomic.write_text(sweep.path / REPORT_FILE, render_report(sweep, view, inspections=inspections))
+    page = render_report(sweep, view, inspections=inspections)
+    write_plot_files(page, sweep)
+    path = atomic.write_text(sweep.path / REPORT_FILE, page)
     log.info("wrote %s (%d complete runs, %d not complete%s)", path, len(sweep.runs), len(sweep.others),
              ", with the ensemble" if view else "")
     return path
+
+
+IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
+
+
+def plot_files(page: str, sweep: Sweep) -> dict[Path, bytes]:
+    """Where each embedded plot also goes as a PNG file: <run>/plots/<kind>.png, sweep-wide ones in plots/."""
+    names = sorted((r.name for r in sweep.runs), key=len, reverse=True)
+    out: dict[Path, bytes] = {}
+    for data, alt in IMG_RE.findall(page):
+        alt = html.unescape(alt)
+        run = next((n for n in names if alt.endswith(" " + n)), None)
+        kind = alt[: -len(run) - 1] if run else alt
+        folder = sweep.path / run / "plots" if run else sweep.path / "plots"
+        out[folder / (re.sub(r"[^A-Za-z0-9]+", "_", kind).strip("_").lower() + ".png")] = base64.b64decode(data)
+    return out
+
+
+def write_plot_files(page: str, sweep: Sweep) -> None:
+    """The report's plots as PNG files beside the runs (for notebooks and slides), each written atomically."""
+    for path, data in plot_files(page, sweep).items():
+        atomic.write_bytes(path, data)
 
 
 def inspection_html(run: Run) -> str:

@@ -295,3 +295,15 @@ def test_importing_the_report_loads_no_torch_fastai_or_pyplot():
             "print(sorted(m for m in ('torch', 'fastai', 'timm', 'matplotlib.pyplot') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_plot_is_also_a_png_file_beside_its_run(report):
+    path, text = report
+    sweep_dir = path.parent
+    found = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    embedded = sorted(base64.b64decode(b) for b in found)
+    files = sorted(sweep_dir.glob("**/plots/*.png"))
+    assert sorted(f.read_bytes() for f in files) == embedded
+    assert (sweep_dir / "plots" / "roc_curves.png").is_file()
+    assert {f.name for f in (sweep_dir / "good_a" / "plots").iterdir()} == {
+        "learning_curves.png", "confusion_matrix.png", "calibration.png"}
