@@ -88,19 +88,11 @@ def _key_for(root: Path) -> str:
     return f"{safe}-{digest}"
 
 
-def kaggle_credentials_present() -> bool:
-    """True if the kaggle client would find credentials (env vars or kaggle.json / access_token)."""
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return True
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return True
-    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    return (folder / "kaggle.json").is_file() or (folder / "access_token").is_file()
-
-
 def _require_kaggle(what: str, need_credentials: bool) -> None:
     """Fail in seconds, with the fix, when credentials or the network are missing."""
-    if need_credentials and not kaggle_credentials_present():
+    from .submissions_io import credential_source  # the one place that knows where the kaggle client looks
+
+    if need_credentials and credential_source() is None:
         raise DataError(
             f"{what} needs Kaggle credentials and none were found. Fix: put kaggle.json in ~/.kaggle/ "
             f"(chmod 600) or set KAGGLE_USERNAME and KAGGLE_KEY; or download the data yourself and use "
@@ -210,9 +202,14 @@ def _list_csv(cfg: DataConfig, csv_path: Path) -> pd.DataFrame:
     })
 
 
+def _beside(root: Path, name: str) -> Path:
+    """root/name for a folder source; for a CSV source, name next to the CSV file."""
+    return root / name if root.is_dir() else root.parent / name
+
+
 def list_test(root: Path) -> pd.DataFrame:
     """id (file stem, as Kaggle submissions use), source of every image in root/test/."""
-    folder = root / "test" if root.is_dir() else root.parent / "test"
+    folder = _beside(root, "test")
     if not folder.is_dir():
         return pd.DataFrame(columns=["id", "source"])
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
@@ -225,7 +222,7 @@ def list_test(root: Path) -> pd.DataFrame:
 
 def list_unseen(root: Path) -> pd.DataFrame:
     """Labelled images in root/unseen/<class>/: evaluated after training, never trained on."""
-    folder = root / "unseen" if root.is_dir() else root.parent / "unseen"
+    folder = _beside(root, "unseen")
     if not folder.is_dir():
         return pd.DataFrame(columns=["id", "source", "label"])
     return _list_folder(folder)

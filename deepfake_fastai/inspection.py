@@ -104,10 +104,6 @@ def _why_incomplete(path: Path) -> str:
     return f"status: {record.get('status', 'unknown')}" + (f", error: {error}" if error else "")
 
 
-def _read_ids(path: Path) -> pd.DataFrame:
-    return read_ids(path)
-
-
 def _read_probs(path: Path, n: int) -> np.ndarray:
     """The ensembler's checked reader, its errors as RunErrors."""
     try:
@@ -118,7 +114,7 @@ def _read_probs(path: Path, n: int) -> np.ndarray:
 
 def _predictions(path: Path, stem: str, positive: str | None) -> pd.DataFrame:
     """``<stem>_ids.csv`` joined with ``<stem>_probs.npy`` (and y when ``positive`` is given)."""
-    ids = _read_ids(path / f"{stem}_ids.csv")
+    ids = read_ids(path / f"{stem}_ids.csv")
     frame = ids.assign(prob=_read_probs(path / f"{stem}_probs.npy", len(ids)))
     if positive is not None:
         frame["y"] = (frame["label"] == positive).astype(int)

@@ -137,7 +137,7 @@ def fit(learn, cfg: TrainConfig) -> float:
 
 def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """TTA probabilities of the positive class for the validation and the test images."""
-    valid = _positive(learn, learn.dls.valid, prepared.positive_class, cfg)
+    valid = positive_probs(learn, learn.dls.valid, prepared.positive_class, cfg)
     if prepared.test.empty:
         return valid, np.zeros(0, dtype=np.float32)
     return valid, predict_paths(learn, prepared.test.path.tolist(), prepared.positive_class, cfg)
@@ -145,10 +145,10 @@ def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np
 
 def predict_paths(learn, paths: list[str], positive_class: str, cfg: TrainConfig) -> np.ndarray:
     """TTA probabilities of the positive class for image files (validation transforms)."""
-    return _positive(learn, learn.dls.test_dl(paths), positive_class, cfg)
+    return positive_probs(learn, learn.dls.test_dl(paths), positive_class, cfg)
 
 
-def _positive(learn, dl, positive_class: str, cfg: TrainConfig) -> np.ndarray:
+def positive_probs(learn, dl, positive_class: str, cfg: TrainConfig) -> np.ndarray:
     """Probability of the positive class: a softmax column (fine_tune) or the sigmoid of one logit (BCE)."""
     probs = _probs(learn, dl, cfg)
     if probs.ndim == 1 or probs.shape[1] == 1:

@@ -54,7 +54,7 @@ def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)
 
     run_dir = Path(run_dir)
     from .config import TrainConfig
-    from .learner import _positive
+    from .learner import positive_probs
 
     learn = load_learner(run_dir / "learner.pkl")
     positive = json.loads((run_dir / "metrics.json").read_text())["positive_class"]
@@ -63,7 +63,7 @@ def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)
 
     def auc(files: list[Path]) -> float:
         with learn.no_bar():
-            p = _positive(learn, learn.dls.test_dl([str(f) for f in files]), positive, plain)
+            p = positive_probs(learn, learn.dls.test_dl([str(f) for f in files]), positive, plain)
         return round(classification(y, p)["auc"], 4)
 
     table = {"clean": auc(paths)}

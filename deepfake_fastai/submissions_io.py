@@ -14,12 +14,12 @@ import io
 import json
 import logging
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .netcheck import reachable
 from .submit import SubmitError
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,8 @@ def _check_reachable(url: str) -> None:
     """Fail in seconds, with the reason, when the API host does not answer."""
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S):
-            return
-    except OSError as e:
-        raise SubmitError(f"cannot reach the Kaggle API at {url} ({e}); check the network and retry") from None
+    if not reachable(parsed.hostname, port, CONNECT_TIMEOUT_S):
+        raise SubmitError(f"cannot reach the Kaggle API at {url}; check the network and retry")
 
 
 def connect() -> Any:

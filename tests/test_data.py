@@ -143,6 +143,7 @@ def test_kaggle_competition_without_credentials_fails_fast(tmp_path, monkeypatch
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kaggle/access_token either
     start = time.monotonic()
     with pytest.raises(data.DataError, match=r"needs Kaggle credentials.*kaggle.json.*KAGGLE_USERNAME"):
         data.prepare(_cfg(tmp_path, source="kaggle_competition", competition="some-comp"), max_px=32)
