@@ -122,6 +122,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-from-name", metavar="REGEX",
                    help="folder source: class = first (group) of REGEX in each file stem, e.g. '(.)$' (last character)")
     g.add_argument("--difficulty", choices=["easy", "default", "hard"], help="synthetic data difficulty")
+    g.add_argument("--valid-pct", type=float, help="fraction held out for validation (default 0.2)")
+    g.add_argument("--test-pct", type=float,
+                   help="fraction held out as a labelled test set, scored after training (70/15/15: "
+                        "--valid-pct 0.15 --test-pct 0.15)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -145,7 +149,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     raw = dict(base or {})
-    for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty", "label_from_name"):
+    for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty", "label_from_name",
+                "valid_pct", "test_pct"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
     if "source" not in raw:  # the flag given implies the source: --competition x is a competition, not synthetic
@@ -178,7 +183,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"data set {prepared.key}: {len(items)} labelled images, classes "
           f"{prepared.negative_class} / {prepared.positive_class} (positive)")
     print(f"  train {int((~items.is_valid).sum())}, valid {int(items.is_valid.sum())}, "
-          f"test {len(prepared.test)}, skipped {len(prepared.bad_images)}")
+          f"labelled test {len(prepared.labelled_test)}, unlabelled test {len(prepared.test)}, "
+          f"skipped {len(prepared.bad_images)}")
     print(f"  split file: {prepared.split_file}")
     return 0
 
@@ -191,6 +197,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nrun folder: {result.run_dir}")
     print(f"  AUC {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  log loss {m['log_loss']:.4f}  "
           f"({m['fit_time_s']:.0f} s, {m['images_per_s']:.0f} images/s, {m['precision_mode']})")
+    if "test_auc" in m:
+        print(f"  labelled test ({m['n_labelled_test']} images, never used to pick anything): AUC {m['test_auc']:.4f}  "
+              f"accuracy {m['test_accuracy']:.4f}  precision {m['test_precision']:.4f}  recall {m['test_recall']:.4f}  "
+              f"F1 {m['test_f1']:.4f}  confusion [[TN FP] [FN TP]] {m['test_confusion']}")
     print(f"  metrics: {result.run_dir / 'metrics.json'}")
     print(f"  learner: {result.learner_path}")
     return 0

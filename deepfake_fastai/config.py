@@ -42,7 +42,9 @@ class DataConfig:
     label_from_name: str | None = None  # folder source: a regex whose first group, searched in each file's
     # stem, is its class (e.g. "(.)$": the last character, as in the reference report); None: sub-folder names
     positive_class: str = "fake"  # class whose probability is predicted and scored
-    valid_pct: float = 0.2  # fraction of labelled images held out, stratified
+    valid_pct: float = 0.2  # fraction of labelled images held out for validation, stratified
+    test_pct: float = 0.0  # fraction held out as a labelled test set, scored once after training and never
+    # used to pick anything (the reference report's 70/15/15: valid_pct 0.15, test_pct 0.15)
     split_seed: int = 42  # seed of the one fixed split every run of this data set shares
     difficulty: str = "default"  # synthetic: easy | default | hard
     synthetic_n: int = 2500  # synthetic: labelled images to generate
@@ -55,6 +57,9 @@ class DataConfig:
         _check_choice("source", self.source, SOURCES)
         if not 0.0 < self.valid_pct < 1.0:
             raise ConfigError(f"data.valid_pct must be between 0 and 1, got {self.valid_pct}")
+        if not 0.0 <= self.test_pct < 1.0 - self.valid_pct:
+            raise ConfigError(f"data.test_pct must be at least 0 and leave training images "
+                              f"(valid_pct + test_pct < 1), got {self.test_pct}")
         need = {"folder": "path", "csv": "path", "kaggle_competition": "competition",
                 "kaggle_dataset": "dataset"}.get(self.source)
         if self.label_from_name is not None:

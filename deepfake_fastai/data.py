@@ -39,13 +39,14 @@ class Prepared:
     """A data set ready for training: cached image paths, the fixed split and the test images."""
 
     key: str  # stable id of the source (cache and split are keyed by it)
-    items: pd.DataFrame  # id, path (cached), label, is_valid
+    items: pd.DataFrame  # id, path (cached), label, is_valid: what training and validation see
     test: pd.DataFrame  # id, path (cached); empty when the source has no test folder
     unseen: pd.DataFrame  # id, path, label: optional labelled unseen/ folder (e.g. held-out generators)
     positive_class: str
     negative_class: str
     split_file: Path
     bad_images: pd.DataFrame  # id, source, error: skipped, never fatal
+    labelled_test: pd.DataFrame  # id, path, label: the split's test part (data.test_pct), scored after training
 
 
 # ---------------------------------------------------------------- sources
@@ -306,16 +307,32 @@ def _progress(it, total: int, label: str):
 # ---------------------------------------------------------------- split
 
 
-def fixed_split(frame: pd.DataFrame, split_file: Path, valid_pct: float, seed: int) -> pd.DataFrame:
-    """Read the data set's split file, or make it once (stratified, seeded) and write it."""
+def split_name(valid_pct: float, test_pct: float, seed: int) -> str:
+    """File name of a split: its parameters are in the name, so another split never reuses a stale file."""
+    return f"split_v{valid_pct * 100:g}_t{test_pct * 100:g}_s{seed}.csv"
+
+
+def fixed_split(frame: pd.DataFrame, split_file: Path, valid_pct: float, seed: int,
+                test_pct: float = 0.0) -> pd.DataFrame:
+    """Read the data set's split file, or make it once and write it: id, label, is_valid, is_test.
+
+    Stratified and seeded: the labelled test part (``test_pct``) is split off first, then validation from
+    the rest, with its share rescaled so the fractions are of the whole set (70/15/15 = 0.15, 0.15).
+    """
     if split_file.exists():
-        split = pd.read_csv(split_file, dtype={"id": str, "label": str, "is_valid": bool})
+        split = pd.read_csv(split_file, dtype={"id": str, "label": str, "is_valid": bool, "is_test": bool})
         _check_split_matches(split, frame, split_file)
         return split
     from sklearn.model_selection import train_test_split
 
-    _, valid_ids = train_test_split(frame.id, test_size=valid_pct, stratify=frame.label, random_state=seed)
-    split = frame[["id", "label"]].assign(is_valid=frame.id.isin(set(valid_ids)))
+    rest, test_ids = frame, pd.Series([], dtype=str)
+    if test_pct:
+        rest, test = train_test_split(frame, test_size=test_pct, stratify=frame.label, random_state=seed)
+        test_ids = test.id
+    _, valid_ids = train_test_split(rest.id, test_size=valid_pct / (1.0 - test_pct), stratify=rest.label,
+                                    random_state=seed)
+    split = frame[["id", "label"]].assign(is_valid=frame.id.isin(set(valid_ids)),
+                                          is_test=frame.id.isin(set(test_ids)))
     atomic.write_csv(split_file, split)
     return split
 
@@ -338,7 +355,8 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     root, key = resolve_root(cfg)
     labelled = list_labelled(cfg, root)
     store = Path(cfg.data_dir) / "cache" / key
-    split = fixed_split(labelled, store / "split.csv", cfg.valid_pct, cfg.split_seed)
+    split_file = store / split_name(cfg.valid_pct, cfg.test_pct, cfg.split_seed)
+    split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
     warn_if_shrinking(labelled.source, max_px)
     cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
     test = build_cache(list_test(root), store / f"{max_px}px" / "_test", max_px, workers)
@@ -349,12 +367,13 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
         first = cached.iloc[0]
         raise DataError(f"none of the {len(cached)} labelled images could be read, e.g. {first.source}: "
                         f"{first.error}. Check data.path (and data.images_dir for a CSV source).")
-    items = cached[cached.error.isna()].merge(split[["id", "is_valid"]], on="id")
+    items = cached[cached.error.isna()].merge(split[["id", "is_valid", "is_test"]], on="id")
     negative = next(c for c in sorted(labelled.label.unique()) if c != cfg.positive_class)
-    return Prepared(key, items[["id", "path", "label", "is_valid"]].reset_index(drop=True),
+    return Prepared(key, items[~items.is_test][["id", "path", "label", "is_valid"]].reset_index(drop=True),
                     test[test.error.isna()][["id", "path"]].reset_index(drop=True),
                     unseen[unseen.error.isna()][["id", "path", "label"]].reset_index(drop=True),
-                    cfg.positive_class, negative, store / "split.csv", bad.reset_index(drop=True))
+                    cfg.positive_class, negative, split_file, bad.reset_index(drop=True),
+                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True))
 
 
 def _report_bad(bad: pd.DataFrame, report: Path) -> None:

@@ -55,6 +55,10 @@ class RunPredictions:
     positive_class: str
     negative_class: str
     metrics: dict[str, Any] = field(default_factory=dict)  # the run's metrics.json
+    # the split's labelled test part (data.test_pct), if the run has one: scored, never used to choose
+    ltest_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    y_ltest: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
+    ltest_probs: np.ndarray = field(default_factory=lambda: np.array([]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +80,8 @@ class EnsembleResult:
     scores: dict[str, Any]  # ensemble / plain_mean / best_single metric dicts, per-run scores (full valid set)
     holdout: dict[str, Any]  # select on one half, score on the other (see honest_scores)
     trace: tuple[float, ...] = ()  # greedy: the bag's score after each step
+    labelled_test: dict[str, Any] = field(default_factory=dict)  # ensemble / plain_mean / best_single on the
+    # split's labelled test part, when every run has it (weights chosen on validation only)
 
     @property
     def members(self) -> dict[str, float]:
@@ -141,13 +147,18 @@ def load_run(run_dir: Path, name: str | None = None) -> RunPredictions:
     has_test = (run_dir / "test_ids.csv").is_file()
     test_ids = read_ids(run_dir / "test_ids.csv")["id"].to_numpy() if has_test else np.array([], dtype=object)
     positive = str(info["positive_class"])
+    ltest = {}
+    if (run_dir / "labelled_test_ids.csv").is_file():
+        frame = read_ids(run_dir / "labelled_test_ids.csv")
+        ltest = dict(ltest_ids=frame["id"].to_numpy(), y_ltest=(frame["label"] == positive).to_numpy().astype(int),
+                     ltest_probs=read_probs(run_dir / "labelled_test_probs.npy", len(frame)))
     return RunPredictions(
         name=name or run_dir.name, run_dir=run_dir,
         valid_ids=valid["id"].to_numpy(), y_valid=(valid["label"] == positive).to_numpy().astype(int),
         valid_probs=read_probs(run_dir / "valid_probs.npy", len(valid)),
         test_ids=test_ids,
         test_probs=read_probs(run_dir / "test_probs.npy", len(test_ids)) if has_test else np.array([]),
-        positive_class=positive, negative_class=str(info.get("negative_class", "")), metrics=info,
+        positive_class=positive, negative_class=str(info.get("negative_class", "")), metrics=info, **ltest,
     )
 
 
@@ -194,8 +205,11 @@ def align(runs: Sequence[RunPredictions]) -> list[RunPredictions]:
         if (y != ref.y_valid).any():
             raise EnsembleError(f"{run.name} and {ref.name} disagree on validation labels of the same ids")
         tp = run.test_probs if t is None else run.test_probs[t]
+        lt = _order(ref.ltest_ids, run.ltest_ids, "labelled test", ref.name, run.name)
+        lp = run.ltest_probs if lt is None else run.ltest_probs[lt]
         out.append(RunPredictions(run.name, run.run_dir, ref.valid_ids, ref.y_valid, vp, ref.test_ids, tp,
-                                  run.positive_class, run.negative_class, run.metrics))
+                                  run.positive_class, run.negative_class, run.metrics,
+                                  ref.ltest_ids, ref.y_ltest, lp))
     return out
 
 
@@ -385,7 +399,19 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
         valid_ids=ref.valid_ids, y_valid=y, valid_probs=valid_p, test_ids=ref.test_ids, test_probs=test_p,
         positive_class=ref.positive_class, negative_class=ref.negative_class, scores=scores,
         holdout=honest_scores(method, metric, y, valid, weights, iterations, seed), trace=tuple(trace),
+        labelled_test=_labelled_test_scores(method, runs, w, best),
     )
+
+
+def _labelled_test_scores(method: str, runs: Sequence[RunPredictions], w: np.ndarray,
+                          best: RunPredictions) -> dict[str, Any]:
+    """The ensemble (weights fixed on validation), plain mean and best single run on the labelled test part."""
+    if not len(runs[0].ltest_ids):
+        return {}
+    y, probs = runs[0].y_ltest, np.stack([r.ltest_probs for r in runs])
+    return {"n": len(y), "ensemble": metrics.classification(y, combine(method, probs, w)),
+            "plain_mean": metrics.classification(y, probs.mean(axis=0)),
+            "best_single": {"run": best.name, **metrics.classification(y, best.ltest_probs)}}
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -401,6 +427,7 @@ def to_record(result: EnsembleResult) -> dict[str, Any]:
         "positive_class": result.positive_class, "negative_class": result.negative_class,
         "n_valid": len(result.valid_ids), "n_test": len(result.test_ids),
         "validation": result.scores, "holdout": result.holdout, "greedy_trace": list(result.trace),
+        "labelled_test": result.labelled_test,
     }
 
 
@@ -411,16 +438,21 @@ def probs_frame(result: EnsembleResult) -> pd.DataFrame:
 
 def summary_lines(result: EnsembleResult) -> list[str]:
     """A small table for humans: ensemble vs best single vs plain mean, on all and on held-out rows."""
-    m, s, h = result.metric, result.scores, result.holdout
+    m, s, h, lt = result.metric, result.scores, result.holdout, result.labelled_test
     rows = [
         (f"ensemble ({result.method}, {len(result.members)} of {len(result.runs)} runs)", s["ensemble"][m],
-         h["ensemble"]),
-        (f"best single ({s['best_single']['run']})", s["best_single"][m], h["best_single"]),
-        ("plain mean", s["plain_mean"][m], h["plain_mean"]),
+         h["ensemble"], lt.get("ensemble", {}).get(m)),
+        (f"best single ({s['best_single']['run']})", s["best_single"][m], h["best_single"],
+         lt.get("best_single", {}).get(m)),
+        ("plain mean", s["plain_mean"][m], h["plain_mean"], lt.get("plain_mean", {}).get(m)),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'validation ' + m:<{width}}  {'all rows':>9}  {'held-out half':>13}"]
-    lines += [f"{name:<{width}}  {full:9.4f}  {held:13.4f}" for name, full, held in rows]
+    test_head = f"  {'labelled test':>13}" if lt else ""
+    lines = [f"{'validation ' + m:<{width}}  {'all rows':>9}  {'held-out half':>13}{test_head}"]
+    lines += [f"{name:<{width}}  {full:9.4f}  {held:13.4f}" + (f"  {test:13.4f}" if lt else "")
+              for name, full, held, test in rows]
     lines.append("held-out half: chosen on one half of the validation set, scored on the other (mean of both ways)")
+    if lt:
+        lines.append(f"labelled test: the split's {lt['n']} test images, never used to choose runs or weights")
     lines += [f"  {w:.3f}  {name}" for name, w in sorted(result.members.items(), key=lambda kv: -kv[1])]
     return lines

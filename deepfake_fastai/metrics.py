@@ -28,3 +28,10 @@ def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
         "real_accuracy": float((pred[y == 0] == 0).mean()) if (y == 0).any() else float("nan"),
         "fake_accuracy": float((pred[y == 1] == 1).mean()) if (y == 1).any() else float("nan"),
     }
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
+    """[[true real, real called fake], [fake called real, true fake]]: rows = truth, columns = prediction."""
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(p) >= threshold).astype(int)
+    return [[int(((y == t) & (pred == q)).sum()) for q in (0, 1)] for t in (0, 1)]

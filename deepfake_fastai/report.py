@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 INTEGER_COLUMNS = {"rank", "item_resize", "size", "epochs"}  # stored as floats once a failed run leaves a gap
 HEADLINE = ("auc", "accuracy", "log_loss", "precision", "recall", "f1", "real_accuracy", "fake_accuracy",
+            "test_auc", "test_accuracy", "test_precision", "test_recall", "test_f1", "test_confusion",
             "unseen_auc", "unseen_accuracy", "unseen_log_loss")  # metrics shown first, in this order
 AUC_TOLERANCE = 1e-4  # re-scored ensemble vs its record: weights are stored rounded to 6 decimals
 

@@ -5,7 +5,9 @@ The run folder is the contract with later stages (sweep, ensemble, report):
   status.json        running | failed (with the error) | complete
   history.csv        per-epoch losses and metrics
   valid_probs.npy    TTA probability of the positive class, rows = valid_ids.csv (id,label)
-  test_probs.npy     same for the test images, rows = test_ids.csv (id)
+  test_probs.npy     same for the (unlabelled, e.g. Kaggle) test images, rows = test_ids.csv (id)
+  labelled_test_probs.npy / labelled_test_ids.csv   the split's labelled test part (data.test_pct), if any;
+                     its scores are the test_* keys of metrics.json (unseen_* likewise for unseen/)
   learner.pkl        exported fastai learner (load with deepfake_fastai.load_learner)
   metrics.json       written last: its presence with status "complete" marks the run complete
   train.log          the run's log
@@ -108,7 +110,7 @@ def _start(run_dir: Path, cfg: TrainConfig) -> None:
     """Clear what an interrupted attempt left (only our own files) and record the config."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.json", "status.json", LEARNER_FILE, "valid_probs.npy", "test_probs.npy",
-                 "unseen_probs.npy"):
+                 "unseen_probs.npy", "labelled_test_probs.npy"):
         (run_dir / name).unlink(missing_ok=True)
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
     atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid()})
@@ -133,13 +135,13 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     valid = prepared.items[prepared.items.is_valid]
     y = (valid.label == prepared.positive_class).to_numpy().astype(int)
     write_predictions(run_dir, valid, valid_probs, prepared.test, test_probs)
-    unseen = _evaluate_unseen(learn, prepared, cfg, run_dir)
+    held_out = _evaluate_labelled(learn, prepared, cfg, run_dir)
     atomic.write_csv(run_dir / "history.csv", history)
     learner_sha = learner.export(learn, run_dir / LEARNER_FILE)
     n_train = int((~prepared.items.is_valid).sum())
     result = {
-        **metrics.classification(y, valid_probs), **unseen,
-        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.size,
+        **metrics.classification(y, valid_probs), **held_out,
+        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "recipe": cfg.recipe, "size": cfg.size,
         "item_resize": cfg.resize_px, "epochs": cfg.epochs, "precision_mode": precision,
         "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),
         "positive_class": prepared.positive_class, "negative_class": prepared.negative_class,
@@ -154,18 +156,38 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     return RunResult(run_dir, result)
 
 
-def _evaluate_unseen(learn, prepared, cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    """Metrics on the optional unseen/ set (e.g. held-out generator families), prefixed ``unseen_``."""
+TEST_KEYS = ("auc", "accuracy", "precision", "recall", "f1", "log_loss")  # scored on the labelled test part
+UNSEEN_KEYS = ("auc", "accuracy", "log_loss")
+
+
+def _evaluate_labelled(learn, prepared, cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """Scores on the images that were neither trained on nor used to pick anything.
+
+    The split's labelled test part (``data.test_pct``) as ``test_*`` with a confusion matrix, and the
+    optional unseen/ set (e.g. held-out generator families) as ``unseen_*``.
+    """
+    scores: dict[str, Any] = {}
+    for name, frame, prefix, keys in (("labelled_test", prepared.labelled_test, "test_", TEST_KEYS),
+                                      ("unseen", prepared.unseen, "unseen_", UNSEEN_KEYS)):
+        if frame.empty:
+            continue
+        y, probs = _score_frame(learn, prepared, cfg, run_dir, frame, name)
+        found = metrics.classification(y, probs)
+        scores |= {f"{prefix}{k}": found[k] for k in keys} | {f"n_{name}": len(probs)}
+        if name == "labelled_test":
+            scores["test_confusion"] = metrics.confusion(y, probs)
+    return scores
+
+
+def _score_frame(learn, prepared, cfg: TrainConfig, run_dir: Path, frame: pd.DataFrame,
+                 name: str) -> tuple[np.ndarray, np.ndarray]:
+    """TTA probabilities for labelled images, written as <name>_probs.npy + <name>_ids.csv."""
     from . import learner
 
-    if prepared.unseen.empty:
-        return {}
-    probs = learner.predict_paths(learn, prepared.unseen.path.tolist(), prepared.positive_class, cfg)
-    atomic.write_csv(run_dir / "unseen_ids.csv", prepared.unseen[["id", "label"]])
-    atomic.write_with(run_dir / "unseen_probs.npy", lambda p: _save_npy(p, probs))
-    y = (prepared.unseen.label == prepared.positive_class).to_numpy().astype(int)
-    scores = metrics.classification(y, probs)
-    return {f"unseen_{k}": scores[k] for k in ("auc", "accuracy", "log_loss")} | {"n_unseen": len(probs)}
+    probs = learner.predict_paths(learn, frame.path.tolist(), prepared.positive_class, cfg)
+    atomic.write_csv(run_dir / f"{name}_ids.csv", frame[["id", "label"]])
+    atomic.write_with(run_dir / f"{name}_probs.npy", lambda p: _save_npy(p, probs))
+    return (frame.label == prepared.positive_class).to_numpy().astype(int), probs
 
 
 def write_predictions(run_dir: Path, valid: pd.DataFrame, valid_probs: np.ndarray,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -116,12 +117,46 @@ def test_split_is_fixed_stratified_and_shared(tmp_path):
     assert v1.label.value_counts().to_dict() == {"fake": 5, "real": 5}
 
 
+def test_70_15_15_split_is_stratified_disjoint_and_stable(tmp_path):
+    root = _folder(tmp_path / "d", n=40)
+    cfg = _cfg(tmp_path, path=str(root), valid_pct=0.15, test_pct=0.15)
+    first = data.prepare(cfg, max_px=32)
+    assert first.split_file.name == "split_v15_t15_s42.csv"
+    split = pd.read_csv(first.split_file, dtype={"id": str})
+    assert not (split.is_valid & split.is_test).any()
+    for part in (split[split.is_test], split[split.is_valid]):  # 15% of each class, 6 of 40
+        assert part.label.value_counts().to_dict() == {"fake": 6, "real": 6}
+    assert sorted(first.labelled_test.id) == sorted(split[split.is_test].id)
+    assert set(first.items.id).isdisjoint(first.labelled_test.id) and len(first.items) == 80 - 12
+    first.split_file.unlink()  # made again from scratch: the same seed gives the same split
+    again = data.prepare(cfg, max_px=32)
+    assert pd.read_csv(again.split_file, dtype={"id": str}).equals(split)
+    other = data.prepare(dataclasses.replace(cfg, split_seed=7), max_px=32)  # another seed: another file
+    assert other.split_file.name == "split_v15_t15_s7.csv"
+    assert set(other.labelled_test.id) != set(first.labelled_test.id)
+
+
+def test_no_test_part_keeps_the_plain_stratified_split(tmp_path):
+    from sklearn.model_selection import train_test_split
+
+    root = _folder(tmp_path / "d", n=20)
+    prepared = data.prepare(_cfg(tmp_path, path=str(root)), max_px=32)
+    labelled = data.list_labelled(_cfg(tmp_path, path=str(root)), root)
+    _, valid = train_test_split(labelled.id, test_size=0.2, stratify=labelled.label, random_state=42)
+    assert set(prepared.items[prepared.items.is_valid].id) == set(valid) and prepared.labelled_test.empty
+
+
+def test_test_pct_must_leave_training_images():
+    with pytest.raises(ValueError, match="test_pct"):
+        DataConfig(valid_pct=0.5, test_pct=0.5)
+
+
 def test_changed_data_is_refused_with_the_fix(tmp_path):
     root = _folder(tmp_path / "d")
     cfg = _cfg(tmp_path, path=str(root))
     data.prepare(cfg, max_px=32)
     _img(root / "fake" / "new.png", 7)
-    with pytest.raises(data.DataError, match=r"data changed since .*split.csv.*1 new.*Delete that file"):
+    with pytest.raises(data.DataError, match=r"data changed since .*split_v20_t0_s42\.csv.*1 new.*Delete that file"):
         data.prepare(cfg, max_px=32)
 
 

@@ -271,3 +271,28 @@ def test_bad_metric_is_refused(tmp_path: Path):
     sweep, _ = make_sweep(tmp_path / "s", noises=(1,), n_valid=10, n_test=2)
     with pytest.raises(E.EnsembleError, match="metric 'f2'"):
         E.build(E.load_runs(E.resolve_run_dirs([sweep])), metric="f2")
+
+
+def test_labelled_test_part_is_scored_with_weights_chosen_on_validation(tmp_path):
+    root, y = make_sweep(tmp_path / "sweep")
+    rng = np.random.default_rng(5)
+    y_lt = rng.permutation(np.arange(60) % 2)
+    ids = [f"lt_{i:03d}" for i in range(60)]
+    lt_probs = {}
+    for i, noise in enumerate((0.8, 1.5, 2.5, 4.0)):
+        run = root / f"run_{i}"
+        order = rng.permutation(60)  # each run stores its rows in another order: aligned by id
+        lt_probs[i] = noisy_probs(y_lt, noise, rng)
+        pd.DataFrame({"id": np.array(ids)[order], "label": np.where(y_lt[order] == 1, "fake", "real")}).to_csv(
+            run / "labelled_test_ids.csv", index=False)
+        np.save(run / "labelled_test_probs.npy", lt_probs[i][order].astype(np.float32))
+    runs = E.load_runs(E.resolve_run_dirs([root]))
+    result = E.build(runs, method="mean")
+    expected = metrics.classification(y_lt, np.mean([lt_probs[i] for i in range(4)], axis=0))
+    assert result.labelled_test["n"] == 60
+    assert result.labelled_test["ensemble"]["auc"] == pytest.approx(expected["auc"], abs=1e-6)
+    best = result.labelled_test["best_single"]
+    assert best["run"] == "run_0" and best["auc"] == pytest.approx(
+        metrics.classification(y_lt, lt_probs[0])["auc"], abs=1e-6)
+    assert E.to_record(result)["labelled_test"]["ensemble"]["auc"] == result.labelled_test["ensemble"]["auc"]
+    assert any("labelled test" in line for line in E.summary_lines(result))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,9 +23,13 @@ from tests.conftest import tiny_train_kwargs
 
 @pytest.fixture(scope="module")
 def smoke(tiny_data, tmp_path_factory):
-    """One real training; tta_n=0 so saved valid probabilities = plain predictions (checked after load)."""
+    """One real training; tta_n=0 so saved valid probabilities = plain predictions (checked after load).
+
+    A quarter of the labelled images is the split's labelled test part (data.test_pct).
+    """
     tmp = tmp_path_factory.mktemp("smoke")
     kwargs = tiny_train_kwargs(tmp, tiny_data, tta_n=0)
+    kwargs["data"] = dataclasses.replace(kwargs["data"], test_pct=0.25)
     return tmp, kwargs, train(**kwargs)
 
 
@@ -47,6 +52,23 @@ def test_run_folder_artifacts_are_valid(smoke):
     assert load_train_config(d / "config.yaml").arch == "test_resnet"
     assert json.loads((d / "status.json").read_text())["status"] == "complete"
     assert result.metrics["images_per_s"] > 0 and result.metrics["precision_mode"] == "fp32"
+
+
+def test_labelled_test_part_is_scored_apart_and_never_trained_on(smoke):
+    _, _, result = smoke
+    d, m = result.run_dir, result.metrics
+    split = pd.read_csv(m["split_file"], dtype={"id": str})
+    ids = pd.read_csv(d / "labelled_test_ids.csv", dtype=str)
+    probs = np.load(d / "labelled_test_probs.npy")
+    assert sorted(ids.id) == sorted(split[split.is_test].id) and len(ids) == m["n_labelled_test"] == 16
+    assert m["n_train"] + m["n_valid"] == 48  # the 16 test images are neither trained on nor validated on
+    y = (ids.label == "fake").astype(int).to_numpy()
+    recomputed = classification(y, probs)
+    for key in ("auc", "accuracy", "precision", "recall", "f1"):
+        assert m[f"test_{key}"] == pytest.approx(recomputed[key], abs=1e-6)
+    (tn, fp), (fn, tp) = m["test_confusion"]
+    assert tn + fp == (y == 0).sum() and fn + tp == (y == 1).sum() and tp == ((probs >= 0.5) & (y == 1)).sum()
+    assert m["test_auc"] != m["auc"]  # scored on other images than validation
 
 
 def test_complete_run_is_skipped_and_left_untouched(smoke):
