@@ -21,6 +21,9 @@ SOURCES = ("synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 RECIPES = ("fine_tune", "effnetv2_bce")  # see learner.py (fastai fine_tune) and bce_recipe.py
 AUGMENTS = ("flip", "fastai", "none")
+TRACES_ARCH = "em_traces"  # not a timm model: EM convolutional traces + a scikit-learn classifier (traces.py)
+CLASSIFIERS = ("svc", "rf", "logreg", "hgb")  # em_traces: SVC, random forest, logistic regression, hist. boosting
+EM_MODES = ("gaussian", "mixture")  # em_traces: Gaussian weights | Gaussian + uniform outlier mixture (the paper)
 
 
 class ConfigError(ValueError):
@@ -96,12 +99,20 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (0 = in-process, best on a 2-core box)
     runs_dir: str = "runs"  # parent of the run folder
     name: str | None = None  # run folder name (None: derived from the config)
+    classifier: str = "svc"  # em_traces: one of CLASSIFIERS, fitted on the EM features after a StandardScaler
+    em_mode: str = "gaussian"  # em_traces: one of EM_MODES
+    em_iter: int = 10  # em_traces: EM iterations after the least-squares start
+    kernel: int = 3  # em_traces: odd side of the neighbourhood window, pixels (3: 24 features per image)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
         _check_choice("recipe", self.recipe, RECIPES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aug", self.aug, AUGMENTS)
+        _check_choice("classifier", self.classifier, CLASSIFIERS)
+        _check_choice("em_mode", self.em_mode, EM_MODES)
+        if self.em_iter < 1 or self.kernel < 3 or self.kernel % 2 == 0:
+            raise ConfigError(f"need em_iter >= 1 and an odd kernel >= 3, got {self.em_iter} and {self.kernel}")
         for key in ("size", "bs", "accum", "epochs", "tta_n"):
             if getattr(self, key) < (0 if key == "tta_n" else 1):
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
@@ -127,6 +138,9 @@ class TrainConfig:
         """Run folder name derived from the config: <arch>_r<item>-<size>_<recipe>_s<seed>."""
         if self.name:
             return self.name
+        if self.arch == TRACES_ARCH:  # no recipe; what varies between such runs is the EM and the classifier
+            em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
+            return f"{self.arch}_r{self.resize_px}_{em}_s{self.seed}"
         arch = self.arch.replace("/", "-").replace(".", "-")
         return f"{arch}_r{self.resize_px}-{self.size}_{self.recipe}_s{self.seed}"
 

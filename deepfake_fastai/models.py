@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import TRACES_ARCH
 from .netcheck import reachable
 
 HF_HOST = ("huggingface.co", 443)
@@ -32,7 +33,9 @@ class NormStats:
 
 
 def check_arch(arch: str) -> None:
-    """Raise ArchError with close matches unless timm knows ``arch`` (cheap: no model is built)."""
+    """Raise ArchError with close matches unless timm knows ``arch`` or it is em_traces (no model is built)."""
+    if arch == TRACES_ARCH:
+        return
     import timm
 
     if timm.is_model(arch):

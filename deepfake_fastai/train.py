@@ -125,6 +125,12 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     """The run as a list of named steps."""
+    from .config import TRACES_ARCH
+
+    if cfg.arch == TRACES_ARCH:  # the classic baseline: no learner (nor torch), the same run folder (traces.py)
+        from .traces import run_traces
+
+        return run_traces(cfg, run_dir)
     from . import data, learner
 
     prepared = data.prepare(cfg.data, max_px=cfg.resize_px)

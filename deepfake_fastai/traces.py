@@ -1,0 +1,493 @@
+"""EM "convolutional traces" (Guarnera, Giudice & Battiato 2020) + scikit-learn: the explainable classic baseline.
+
+A generator's last up-sampling layers leave each pixel a fixed linear function of its neighbours. Per RGB
+channel (float in [0, 1], reflect padding) each pixel is regressed on its k x k - 1 neighbours; EM re-weights the
+pixels that fit the linear model; the k x k - 1 coefficients per channel are the image's features (24 for k = 3).
+
+The algorithm, per channel (both modes start from ordinary least squares, weights 1):
+  repeat em_iter times:
+    r = y - X a                                   residual of every pixel
+    gaussian: s2 = mean(r^2);            w = exp(-r^2 / (2 s2))
+    mixture:  s2 = sum(w r^2) / sum(w);  w = p N(r; 0, s2) / (p N(r; 0, s2) + (1 - p) OUTLIER_DENSITY),
+              p = mean(w)                 (linear-correlation Gaussian vs a uniform outlier model, the paper's EM)
+    a = pinv(X^T W X) X^T W y             weighted least squares
+Vectorised: the neighbour matrix is a strided view (numpy) or ``unfold`` (torch), every (image, channel) pair is
+one batched problem, chunks run on all cores. A run (``arch: em_traces``) writes the same run folder as a CNN
+run, with the fitted scikit-learn pipeline as ``model.pkl`` instead of ``learner.pkl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from . import atomic, metrics
+from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
+from .plots import new_figure, plain, png_bytes
+from .train import RunResult, file_sha256, write_predictions
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pkl"  # the fitted StandardScaler + classifier pipeline (instead of learner.pkl)
+OUTLIER_DENSITY = 1.0  # mixture mode: uniform density of the outlier model over the [0, 1] pixel range
+MIN_VAR = 1e-12  # floor of sigma^2: a flat channel has zero residuals and must not divide by zero
+CHUNK_ELEMS = 1 << 20  # design-matrix elements per batch (8 MiB in float64): stays in cache, bounded memory
+FEATURE_VERSION = 1  # bump when the features change, so no cache file of the old algorithm is reused
+CHANNELS = ("R", "G", "B")
+
+
+@dataclass(frozen=True)
+class EMParams:
+    """What the features depend on (and so what the feature cache is keyed by)."""
+
+    mode: str = "gaussian"  # one of EM_MODES: gaussian (Gaussian weights) | mixture (Gaussian + uniform outliers)
+    n_iter: int = 10  # EM iterations after the least-squares start
+    kernel: int = 3  # odd side of the neighbourhood window, pixels
+
+    def __post_init__(self) -> None:
+        if self.mode not in EM_MODES:
+            raise ConfigError(f"em_mode must be one of {', '.join(EM_MODES)}; got '{self.mode}'")
+        if self.n_iter < 1 or self.kernel < 3 or self.kernel % 2 == 0:
+            raise ConfigError(f"need em_iter >= 1 and an odd kernel >= 3, got {self.n_iter} and {self.kernel}")
+
+    @property
+    def n_coef(self) -> int:
+        """Coefficients per channel: every window position but the centre."""
+        return self.kernel * self.kernel - 1
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> EMParams:
+        return cls(mode=cfg.em_mode, n_iter=cfg.em_iter, kernel=cfg.kernel)
+
+
+def feature_names(kernel: int = 3) -> list[str]:
+    """Names like ``R(-1,+0)``: channel and (row, column) offset of the neighbour, channel-major."""
+    h = kernel // 2
+    offsets = [(dy, dx) for dy in range(-h, h + 1) for dx in range(-h, h + 1) if (dy, dx) != (0, 0)]
+    return [f"{c}({dy:+d},{dx:+d})" for c in CHANNELS for dy, dx in offsets]
+
+
+# ------------------------------------------------------------------------------------------- numpy core
+def design(planes: np.ndarray, kernel: int) -> np.ndarray:
+    """(N, H, W) planes -> (N, k*k, H*W): the k*k-1 neighbours of every pixel (reflect padded), then the pixel.
+
+    The neighbour matrix is a strided window view; the pixel itself rides along as the last row, so one matrix
+    product gives both X^T W X and X^T W y, and one more the residuals.
+    """
+    h, (n, hgt, wid) = kernel // 2, planes.shape
+    padded = np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
+    centre = kernel * kernel // 2
+    order = [i for i in range(kernel * kernel) if i != centre] + [centre]
+    z = np.empty((n, kernel * kernel, hgt, wid))
+    for row, i in enumerate(order):  # k*k strided copies, not one per pixel
+        z[:, row] = windows[:, :, :, i // kernel, i % kernel]
+    return z.reshape(n, kernel * kernel, hgt * wid)
+
+
+def _wls(z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares per plane with the pseudo-inverse: (N, m+1, P), (N, P) -> (N, m)."""
+    moments = (z * w[:, None, :]) @ z.transpose(0, 2, 1)  # [[X^T W X, X^T W y], [., .]]
+    m = z.shape[1] - 1
+    return (np.linalg.pinv(moments[:, :m, :m], hermitian=True) @ moments[:, :m, m:])[:, :, 0]
+
+
+def _gauss(r2: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return np.exp(-r2 / (2 * var)) / np.sqrt(2 * np.pi * var)
+
+
+def em_planes(planes: np.ndarray, params: EMParams) -> np.ndarray:
+    """EM kernel coefficients of each (H, W) plane in [0, 1]: (N, H, W) -> (N, k*k-1)."""
+    z = design(planes.astype(np.float64, copy=False), params.kernel)
+    w = np.ones((z.shape[0], z.shape[2]))
+    prior = np.full((len(z), 1), 0.5)  # mixture: share of pixels the linear model explains
+    a = _wls(z, w)
+    for _ in range(params.n_iter):
+        coef = np.concatenate([-a, np.ones((len(a), 1))], axis=1)  # residual r = y - X a = [-a, 1] . z
+        r2 = (coef[:, None, :] @ z)[:, 0, :] ** 2
+        if params.mode == "gaussian":
+            var = np.maximum(r2.mean(1, keepdims=True), MIN_VAR)
+            w = np.exp(-r2 / (2 * var))
+        else:
+            var = np.maximum((w * r2).sum(1, keepdims=True) / w.sum(1, keepdims=True), MIN_VAR)
+            inlier = prior * _gauss(r2, var)
+            w = inlier / (inlier + (1 - prior) * OUTLIER_DENSITY)
+            prior = w.mean(1, keepdims=True)
+        a = _wls(z, w)
+    return a
+
+
+def em_features(images: np.ndarray, params: EMParams) -> np.ndarray:
+    """(B, H, W, 3) images in [0, 1] -> (B, 3 * (k*k-1)) features, channel-major (R coefficients first)."""
+    b, hgt, wid, c = images.shape
+    planes = np.moveaxis(images, 3, 1).reshape(b * c, hgt, wid)
+    return em_planes(planes, params).reshape(b, c * params.n_coef)
+
+
+# ------------------------------------------------------------------------------------------- torch core
+def em_features_torch(images: np.ndarray, params: EMParams, device: str | None = None) -> np.ndarray:
+    """Same as ``em_features`` in torch (float64) on ``device`` (default: CUDA when there is one)."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    b, hgt, wid, c = images.shape
+    planes = torch.as_tensor(images, dtype=torch.float64, device=dev).permute(0, 3, 1, 2).reshape(b * c, 1, hgt, wid)
+    h = params.kernel // 2
+    cols = F.unfold(F.pad(planes, (h, h, h, h), mode="reflect"), params.kernel)  # (N, k*k, P)
+    keep = [i for i in range(params.kernel ** 2) if i != params.kernel ** 2 // 2]
+    xt = cols[:, keep, :].contiguous()  # (N, m, P)
+    y = planes.reshape(b * c, -1)
+
+    def wls(w: torch.Tensor) -> torch.Tensor:
+        xtw = xt * w[:, None, :]
+        return (torch.linalg.pinv(xtw @ xt.transpose(1, 2), hermitian=True) @ (xtw @ y[:, :, None]))[:, :, 0]
+
+    w, prior = torch.ones_like(y), torch.full((len(y), 1), 0.5, dtype=y.dtype, device=dev)
+    a = wls(w)
+    for _ in range(params.n_iter):
+        r2 = (y - (a[:, None, :] @ xt)[:, 0, :]) ** 2
+        if params.mode == "gaussian":
+            var = r2.mean(1, keepdim=True).clamp_min(MIN_VAR)
+            w = torch.exp(-r2 / (2 * var))
+        else:
+            var = ((w * r2).sum(1, keepdim=True) / w.sum(1, keepdim=True)).clamp_min(MIN_VAR)
+            inlier = prior * torch.exp(-r2 / (2 * var)) / torch.sqrt(2 * torch.pi * var)
+            w = inlier / (inlier + (1 - prior) * OUTLIER_DENSITY)
+            prior = w.mean(1, keepdim=True)
+        a = wls(w)
+    return a.reshape(b, c * params.n_coef).cpu().numpy()
+
+
+def pick_backend(backend: str = "auto") -> str:
+    """numpy | torch; ``auto``: torch when a CUDA GPU is there, else numpy (faster on CPU threads)."""
+    if backend != "auto":
+        if backend not in ("numpy", "torch"):
+            raise ValueError(f"backend must be auto, numpy or torch; got '{backend}'")
+        return backend
+    try:
+        import torch
+    except ImportError:
+        return "numpy"
+    return "torch" if torch.cuda.is_available() else "numpy"
+
+
+# ------------------------------------------------------------------------------------- many image files
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) float64 in [0, 1]."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def _featurise_chunk(paths: Sequence[str], params: EMParams, backend: str) -> np.ndarray:
+    """Load and featurise a few files; same-shape images are stacked into one batch."""
+    images = [load_image(p) for p in paths]
+    out = np.empty((len(images), 3 * params.n_coef))
+    fn = em_features_torch if backend == "torch" else em_features
+    for shape in {im.shape for im in images}:
+        idx = [i for i, im in enumerate(images) if im.shape == shape]
+        out[idx] = fn(np.stack([images[i] for i in idx]), params)
+    return out
+
+
+def _chunks(paths: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [paths[i:i + size] for i in range(0, len(paths), size)]
+
+
+def featurise_paths(paths: Sequence[str], params: EMParams, backend: str = "auto",
+                    workers: int | None = None, progress: bool = True) -> np.ndarray:
+    """EM features of image files, (n, 3 * (k*k-1)); chunks run on ``workers`` threads (default: all cores)."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        return np.zeros((0, 3 * params.n_coef))
+    backend = pick_backend(backend)
+    with Image.open(paths[0]) as first:
+        per_image = first.size[0] * first.size[1] * 3 * params.kernel ** 2
+    size = max(1, CHUNK_ELEMS // per_image) * (8 if backend == "torch" else 1)  # a GPU wants big batches
+    workers = 1 if backend == "torch" else (workers or os.cpu_count() or 1)
+    chunks = _chunks(paths, size)
+    if len(chunks) < workers * 4:  # smaller chunks so that every core gets several
+        chunks = _chunks(paths, max(1, -(-len(paths) // (workers * 4))))
+    with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # numpy/PIL release the GIL: threads suffice
+        results = pool.map(lambda c: _featurise_chunk(c, params, backend), chunks)
+        return np.concatenate(list(_progress(results, len(chunks), len(paths), progress)))
+
+
+def _one_blas_thread():
+    """Our threads already use every core; BLAS threads on top of them would only fight for the cores."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _progress(it, total: int, n_images: int, show: bool):
+    if not show or n_images < 200:
+        return it
+    from fastprogress.fastprogress import progress_bar
+
+    log.info("EM traces of %d images", n_images)
+    return progress_bar(it, total=total)
+
+
+# ------------------------------------------------------------------------------------------ feature cache
+def cache_file(px_dir: Path, params: EMParams) -> Path:
+    """Where a data set's features at one size and one set of EM parameters live."""
+    return Path(px_dir) / f"_traces_{params.mode}_k{params.kernel}_i{params.n_iter}.npz"
+
+
+def cached_features(paths: Sequence[str], px_dir: Path, params: EMParams, backend: str = "auto") -> np.ndarray:
+    """Features of cached images, computing only those not in the cache file (or changed since)."""
+    file = cache_file(px_dir, params)
+    keys = np.array([os.path.relpath(p, px_dir) for p in paths])
+    stamps = np.array([os.stat(p).st_mtime_ns for p in paths], dtype=np.int64)
+    known = _read_cache(file)
+    found = [known.get(k) for k in keys]
+    hit = np.array([f is not None and f[0] == s for f, s in zip(found, stamps, strict=True)], dtype=bool)
+    feats = np.zeros((len(paths), 3 * params.n_coef))
+    if hit.any():
+        feats[hit] = np.stack([f[1] for f, h in zip(found, hit, strict=True) if h])
+    if not hit.all():
+        feats[~hit] = featurise_paths([p for p, h in zip(paths, hit, strict=True) if not h], params, backend)
+        known.update({k: (s, f) for k, s, f in zip(keys, stamps, feats, strict=True)})
+        _write_cache(file, known)
+    return feats
+
+
+def _read_cache(file: Path) -> dict[str, tuple[int, np.ndarray]]:
+    """key -> (mtime_ns, features); empty when the file is missing or from another feature version."""
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if int(z["version"]) != FEATURE_VERSION:
+                return {}
+            return {str(k): (int(s), f) for k, s, f in zip(z["keys"], z["stamps"], z["features"], strict=True)}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _write_cache(file: Path, known: dict[str, tuple[int, np.ndarray]]) -> None:
+    keys = sorted(known)
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:  # np.savez on a path would append ".npz" to the temp name
+            np.savez(f, version=FEATURE_VERSION, keys=np.array(keys), features=np.stack([known[k][1] for k in keys]),
+                     stamps=np.array([known[k][0] for k in keys], dtype=np.int64))
+
+    atomic.write_with(file, write)
+
+
+# ------------------------------------------------------------------------------------------- classifiers
+def _classifier_table(seed: int) -> dict[str, Callable[[], Any]]:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    return {
+        "svc": lambda: SVC(probability=True, random_state=seed),
+        "rf": lambda: RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1),
+        "logreg": lambda: LogisticRegression(max_iter=1000),
+        "hgb": lambda: HistGradientBoostingClassifier(random_state=seed),
+    }
+
+
+def make_classifier(name: str, seed: int = 42):
+    """StandardScaler + the named scikit-learn classifier, as one Pipeline."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    table = _classifier_table(seed)
+    if name not in table:
+        raise ConfigError(f"classifier must be one of {', '.join(CLASSIFIERS)}; got '{name}'")
+    return Pipeline([("scale", StandardScaler()), ("clf", table[name]())])
+
+
+def positive_probs(model, x: np.ndarray) -> np.ndarray:
+    """Probability of class 1 (the positive class), empty for no rows."""
+    return model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
+
+
+def save_model(model, path: Path) -> str:
+    """Pickle the fitted pipeline atomically; returns its SHA-256 (recorded in metrics.json)."""
+    atomic.write_bytes(path, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return file_sha256(path)
+
+
+def load_model(run_dir: Path):
+    """A complete em_traces run's pipeline; refused unless its SHA-256 is the one the run recorded."""
+    import json
+
+    path = Path(run_dir) / MODEL_FILE
+    recorded = json.loads((Path(run_dir) / "metrics.json").read_text()).get("model_sha256")
+    if recorded is None or hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
+        raise ValueError(f"{path} does not match the model_sha256 of its run's metrics.json; not unpickling it")
+    return pickle.loads(path.read_bytes())
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def mean_kernels(features: np.ndarray, kernel: int = 3) -> np.ndarray:
+    """(n, 3 * (k*k-1)) features -> (3, k, k) mean kernel per channel, NaN at the centre."""
+    m = kernel * kernel - 1
+    coef = features.reshape(len(features), 3, m).mean(0)
+    centre = m // 2
+    full = np.concatenate([coef[:, :centre], np.full((3, 1), np.nan), coef[:, centre:]], axis=1)
+    return full.reshape(3, kernel, kernel)
+
+
+def kernels_figure(features: np.ndarray, y: np.ndarray, kernel: int, classes: tuple[str, str],
+                   title: str = "Mean EM kernel") -> Figure:
+    """Mean kernel per class (rows, plus their difference) and channel (columns); the blank centre is the pixel."""
+    rows = [(classes[0], mean_kernels(features[y == 0], kernel)), (classes[1], mean_kernels(features[y == 1], kernel))]
+    rows.append((f"{classes[1]} - {classes[0]}", rows[1][1] - rows[0][1]))
+    fig = new_figure((7.8, 7.8))
+    axes = fig.subplots(3, 3)
+    for r, (name, kernels) in enumerate(rows):
+        lim = float(np.nanmax(np.abs(kernels))) or 1.0  # one symmetric scale per row: signs comparable
+        for c, channel in enumerate(CHANNELS):
+            ax = axes[r, c]
+            im = ax.imshow(kernels[c], cmap="coolwarm", vmin=-lim, vmax=lim)
+            for (i, j), v in np.ndenumerate(kernels[c]):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+            ax.set(xticks=[], yticks=[], title=plain(f"{name}: {channel}"))
+        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8)
+    fig.suptitle(plain(title), fontsize=12)
+    return fig
+
+
+def importances(model, x: np.ndarray, y: np.ndarray, seed: int = 42) -> tuple[np.ndarray, str]:
+    """Per-feature importance: the forest's impurity importances, else permutation importance (AUC drop)."""
+    clf = model.named_steps["clf"]
+    if hasattr(clf, "feature_importances_"):
+        return np.asarray(clf.feature_importances_), "mean decrease in impurity"
+    from sklearn.inspection import permutation_importance
+
+    result = permutation_importance(model, x, y, scoring="roc_auc", n_repeats=5, random_state=seed)
+    return result.importances_mean, "permutation importance (validation AUC drop)"
+
+
+def importance_figure(values: np.ndarray, names: Sequence[str], what: str, title: str = "Feature importance") -> Figure:
+    """Horizontal bars, most important on top."""
+    order = np.argsort(values)
+    fig = new_figure((7.8, max(4.0, 0.22 * len(values) + 1.5)))
+    ax = fig.add_subplot()
+    ax.barh([plain(names[i]) for i in order], values[order], color="tab:blue")
+    ax.set(xlabel=plain(what), title=plain(title))
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ a run
+@dataclass(frozen=True)
+class _Features:
+    """Features of every image of a prepared data set, by part."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    unseen: np.ndarray
+    seconds: float
+
+
+def _features_of(prepared, px: int, params: EMParams) -> _Features:
+    """All features of a prepared data set, through the cache next to its images."""
+    px_dir = prepared.split_file.parent / f"{px}px"
+    parts = [prepared.items[~prepared.items.is_valid], prepared.items[prepared.items.is_valid],
+             prepared.test, prepared.unseen]
+    paths = [p for part in parts for p in part.path]
+    start = time.perf_counter()
+    feats = cached_features(paths, px_dir, params)
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    return _Features(*(feats[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
+                     seconds=time.perf_counter() - start)
+
+
+def _labels(frame: pd.DataFrame, positive: str) -> np.ndarray:
+    return (frame.label == positive).to_numpy().astype(int)
+
+
+def run_traces(cfg: TrainConfig, run_dir: Path) -> RunResult:
+    """An ``arch: em_traces`` run: features, classifier, the CNN run folder contract, explanation plots."""
+    from . import data
+
+    prepared = data.prepare(cfg.data, max_px=cfg.resize_px)
+    params = EMParams.of(cfg)
+    feats = _features_of(prepared, cfg.resize_px, params)
+    train_items, valid = prepared.items[~prepared.items.is_valid], prepared.items[prepared.items.is_valid]
+    y_train, y = _labels(train_items, prepared.positive_class), _labels(valid, prepared.positive_class)
+    start = time.perf_counter()
+    model = make_classifier(cfg.classifier, cfg.seed).fit(feats.train, y_train)
+    fit_s = time.perf_counter() - start
+    valid_probs = positive_probs(model, feats.valid)
+    write_predictions(run_dir, valid, valid_probs, prepared.test, positive_probs(model, feats.test))
+    unseen = _unseen_metrics(model, prepared, feats.unseen, run_dir)
+    scores = metrics.classification(y, valid_probs)
+    atomic.write_csv(run_dir / "history.csv", pd.DataFrame([{
+        "epoch": 0, "train_loss": metrics.classification(y_train, positive_probs(model, feats.train))["log_loss"],
+        "valid_loss": scores["log_loss"], "roc_auc_score": scores["auc"]}]))  # a CNN's columns, one "epoch"
+    model_sha = save_model(model, run_dir / MODEL_FILE)
+    _write_plots(run_dir / "plots", cfg, model, feats, y_train, y, (prepared.negative_class, prepared.positive_class))
+    result = {**scores, **unseen, **_run_record(cfg, prepared, feats, fit_s), "model_sha256": model_sha}
+    atomic.write_json(run_dir / "metrics.json", result)
+    atomic.write_json(run_dir / "status.json", {"status": "complete"})
+    log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
+    return RunResult(run_dir, result)
+
+
+def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> dict[str, Any]:
+    """metrics.json fields besides the scores: the same keys as a CNN run's, plus the EM parameters."""
+    n_train = len(feats.train)
+    total_s = feats.seconds + fit_s
+    return {
+        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.resize_px,
+        "item_resize": cfg.resize_px, "epochs": 0, "precision_mode": "fp64",
+        "classifier": cfg.classifier, "em_mode": cfg.em_mode, "em_iter": cfg.em_iter, "kernel": cfg.kernel,
+        "n_features": feats.train.shape[1], "n_train": n_train, "n_valid": len(feats.valid),
+        "n_test": len(feats.test), "positive_class": prepared.positive_class,
+        "negative_class": prepared.negative_class, "data_key": prepared.key,
+        "split_file": str(prepared.split_file.resolve()), "features_time_s": round(feats.seconds, 2),
+        "fit_time_s": round(total_s, 2), "classifier_fit_s": round(fit_s, 2),
+        "images_per_s": round(n_train / max(total_s, 1e-9), 1), "model_file": MODEL_FILE,
+        "bad_images": len(prepared.bad_images),
+    }
+
+
+def _unseen_metrics(model, prepared, x: np.ndarray, run_dir: Path) -> dict[str, Any]:
+    """Metrics on the optional unseen/ set, prefixed ``unseen_`` (as a CNN run records them)."""
+    if prepared.unseen.empty:
+        return {}
+    probs = positive_probs(model, x)
+    atomic.write_csv(run_dir / "unseen_ids.csv", prepared.unseen[["id", "label"]])
+    atomic.write_with(run_dir / "unseen_probs.npy", lambda p: _save_npy(p, probs))
+    scores = metrics.classification(_labels(prepared.unseen, prepared.positive_class), probs)
+    return {f"unseen_{k}": scores[k] for k in ("auc", "accuracy", "log_loss")} | {"n_unseen": len(probs)}
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.asarray(arr, dtype=np.float32))
+
+
+def _write_plots(out: Path, cfg: TrainConfig, model, feats: _Features, y_train: np.ndarray, y: np.ndarray,
+                 classes: tuple[str, str]) -> None:
+    """The explanation: mean kernels per class (all labelled images) and feature importances (validation set)."""
+    values, what = importances(model, feats.valid, y, cfg.seed)
+    figures = {
+        "em_kernels.png": kernels_figure(np.concatenate([feats.train, feats.valid]), np.concatenate([y_train, y]),
+                                         cfg.kernel, classes, f"Mean EM kernel per class: {cfg.run_name}"),
+        "feature_importance.png": importance_figure(values, feature_names(cfg.kernel), what,
+                                                    f"Feature importance: {cfg.run_name}"),
+    }
+    for name, fig in figures.items():
+        atomic.write_bytes(out / name, png_bytes(fig))
