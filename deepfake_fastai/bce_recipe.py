@@ -29,6 +29,7 @@ from fastai.optimizer import Adam
 from fastai.vision.augment import Flip, Normalize, RandomResizedCrop
 from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
+from fastcore.foundation import L
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -98,15 +99,17 @@ class LastCheckpoint(Callback):
 
     order = 70  # after the recorder has the epoch's metrics
 
-    def __init__(self, config_key: str, first_epoch: int = 0):
+    def __init__(self, config_key: str, first_epoch: int = 0, prior_history: list | None = None):
         self.config_key, self.first_epoch = config_key, first_epoch
+        self.prior_history = prior_history or []  # recorder rows of the epochs before a resume
 
     def after_epoch(self) -> None:
         self.learn.save("last", with_opt=True)
         best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
+        rows = self.prior_history + [[float(v) for v in row] for row in self.recorder.values]
         atomic.write_json(self.learn.path / self.learn.model_dir / "last.json", {
             "epoch": self.first_epoch + self.epoch, "config": self.config_key,
-            "best_auc": None if best is None else float(best.best)})
+            "best_auc": None if best is None else float(best.best), "history": rows})
 
 
 def config_key(cfg: TrainConfig) -> str:
@@ -125,18 +128,20 @@ def resume_point(run_dir: Path, cfg: TrainConfig) -> dict | None:
 def fit(learn: Learner, cfg: TrainConfig, run_dir: Path) -> None:
     """Mixup + truncated cosine; best-AUC and last checkpoints; resumes from the last one when there is one."""
     best = SaveModelCallback(monitor=AUC_NAME, comp=np.greater, fname="best", with_opt=True, reset_on_fit=False)
-    start = 0
+    start, prior = 0, []
     state = resume_point(run_dir, cfg)
     if state:
         learn.load("last", with_opt=True)
         best.best = state["best_auc"] if state["best_auc"] is not None else -np.inf
-        start = state["epoch"] + 1
+        start, prior = state["epoch"] + 1, state.get("history", [])
         log.info("resuming %s at epoch %d of %d (best AUC so far %.4f)", run_dir.name, start, cfg.epochs, best.best)
     # Fit only the remaining epochs (fastai's start_epoch still calls after_epoch for skipped epochs, which
     # breaks SaveModelCallback on an empty Recorder); the schedule and epoch numbers are offset instead.
     schedule = ParamScheduler({"lr": TruncatedCosine(cfg.lr, cfg.epochs / T_MAX_EPOCHS, begin=start / cfg.epochs)})
-    cbs = [MixUp(MIXUP_ALPHA), schedule, best, LastCheckpoint(config_key(cfg), start), BestEpochLog(start)]
+    cbs = [MixUp(MIXUP_ALPHA), schedule, best, LastCheckpoint(config_key(cfg), start, prior), BestEpochLog(start)]
     learn.fit(cfg.epochs - start, lr=cfg.lr, cbs=cbs)
+    if prior:  # the run's history.csv covers every epoch, also those trained before the interruption
+        learn.recorder.values = L(prior) + learn.recorder.values
 
 
 class BestEpochLog(Callback):

@@ -202,7 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"accuracy {m['test_accuracy']:.4f}  precision {m['test_precision']:.4f}  recall {m['test_recall']:.4f}  "
               f"F1 {m['test_f1']:.4f}  confusion [[TN FP] [FN TP]] {m['test_confusion']}")
     print(f"  metrics: {result.run_dir / 'metrics.json'}")
-    print(f"  learner: {result.learner_path}")
+    model = result.run_dir / m.get("model_file", "learner.pkl")  # em_traces runs keep a scikit-learn model
+    print(f"  {'learner' if model == result.learner_path else 'model'}: {model}")
     return 0
 
 

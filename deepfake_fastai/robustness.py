@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,21 +51,12 @@ def degraded_copies(paths: list[Path], name: str, out_dir: Path) -> list[Path]:
 
 def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)) -> dict[str, float]:
     """AUC on clean and on each degraded copy of the validation set (plain predictions, no TTA)."""
-    from .learner import load_learner
-
     run_dir = Path(run_dir)
-    from .config import TrainConfig
-    from .learner import positive_probs
-
-    learn = load_learner(run_dir / "learner.pkl")
-    positive = json.loads((run_dir / "metrics.json").read_text())["positive_class"]
+    predict = predictor(run_dir)
     paths, y = validation_images(run_dir)
-    plain = TrainConfig(tta_n=0)
 
     def auc(files: list[Path]) -> float:
-        with learn.no_bar():
-            p = positive_probs(learn, learn.dls.test_dl([str(f) for f in files]), positive, plain)
-        return round(classification(y, p)["auc"], 4)
+        return round(classification(y, predict(files))["auc"], 4)
 
     table = {"clean": auc(paths)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +64,30 @@ def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)
             table[name] = auc(degraded_copies(paths, name, Path(tmp)))
             log.info("%s: AUC %.4f", name, table[name])
     return table
+
+
+def predictor(run_dir: Path) -> Callable[[list[Path]], np.ndarray]:
+    """Image files -> probability of the positive class, for a fastai run or an em_traces run."""
+    from .config import TRACES_ARCH, TrainConfig
+    from .train import config_of
+
+    cfg = config_of(run_dir)
+    if cfg.arch == TRACES_ARCH:
+        from . import traces
+
+        model, params = traces.load_model(run_dir), traces.EMParams.of(cfg)
+        return lambda files: traces.positive_probs(model, traces.featurise_paths(files, params, progress=False))
+    from .learner import load_learner, positive_probs
+
+    learn = load_learner(run_dir / "learner.pkl")
+    positive = json.loads((run_dir / "metrics.json").read_text())["positive_class"]
+    plain = TrainConfig(tta_n=0)
+
+    def predict(files: list[Path]) -> np.ndarray:
+        with learn.no_bar():
+            return positive_probs(learn, learn.dls.test_dl([str(f) for f in files]), positive, plain)
+
+    return predict
 
 
 def record(run_dir: Path, table: dict[str, float]) -> None:

@@ -37,7 +37,7 @@ from PIL import Image
 from . import atomic, metrics
 from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
 from .plots import new_figure, plain, png_bytes
-from .train import RunResult, file_sha256, write_predictions
+from .train import RunResult, file_sha256, score_held_out, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,7 @@ class _Features:
     valid: np.ndarray
     test: np.ndarray
     unseen: np.ndarray
+    labelled_test: np.ndarray
     seconds: float
 
 
@@ -404,7 +405,7 @@ def _features_of(prepared, px: int, params: EMParams) -> _Features:
     """All features of a prepared data set, through the cache next to its images."""
     px_dir = prepared.split_file.parent / f"{px}px"
     parts = [prepared.items[~prepared.items.is_valid], prepared.items[prepared.items.is_valid],
-             prepared.test, prepared.unseen]
+             prepared.test, prepared.unseen, prepared.labelled_test]
     paths = [p for part in parts for p in part.path]
     start = time.perf_counter()
     feats = cached_features(paths, px_dir, params)
@@ -431,14 +432,14 @@ def run_traces(cfg: TrainConfig, run_dir: Path) -> RunResult:
     fit_s = time.perf_counter() - start
     valid_probs = positive_probs(model, feats.valid)
     write_predictions(run_dir, valid, valid_probs, prepared.test, positive_probs(model, feats.test))
-    unseen = _unseen_metrics(model, prepared, feats.unseen, run_dir)
+    held_out = score_held_out(prepared, run_dir, lambda part, _: positive_probs(model, getattr(feats, part)))
     scores = metrics.classification(y, valid_probs)
     atomic.write_csv(run_dir / "history.csv", pd.DataFrame([{
         "epoch": 0, "train_loss": metrics.classification(y_train, positive_probs(model, feats.train))["log_loss"],
         "valid_loss": scores["log_loss"], "roc_auc_score": scores["auc"]}]))  # a CNN's columns, one "epoch"
     model_sha = save_model(model, run_dir / MODEL_FILE)
     _write_plots(run_dir / "plots", cfg, model, feats, y_train, y, (prepared.negative_class, prepared.positive_class))
-    result = {**scores, **unseen, **_run_record(cfg, prepared, feats, fit_s), "model_sha256": model_sha}
+    result = {**scores, **held_out, **_run_record(cfg, prepared, feats, fit_s), "model_sha256": model_sha}
     atomic.write_json(run_dir / "metrics.json", result)
     atomic.write_json(run_dir / "status.json", {"status": "complete"})
     log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
@@ -451,6 +452,7 @@ def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> d
     total_s = feats.seconds + fit_s
     return {
         "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.resize_px,
+        "recipe": f"{cfg.em_mode}+{cfg.classifier}",
         "item_resize": cfg.resize_px, "epochs": 0, "precision_mode": "fp64",
         "classifier": cfg.classifier, "em_mode": cfg.em_mode, "em_iter": cfg.em_iter, "kernel": cfg.kernel,
         "n_features": feats.train.shape[1], "n_train": n_train, "n_valid": len(feats.valid),
@@ -461,22 +463,6 @@ def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> d
         "images_per_s": round(n_train / max(total_s, 1e-9), 1), "model_file": MODEL_FILE,
         "bad_images": len(prepared.bad_images),
     }
-
-
-def _unseen_metrics(model, prepared, x: np.ndarray, run_dir: Path) -> dict[str, Any]:
-    """Metrics on the optional unseen/ set, prefixed ``unseen_`` (as a CNN run records them)."""
-    if prepared.unseen.empty:
-        return {}
-    probs = positive_probs(model, x)
-    atomic.write_csv(run_dir / "unseen_ids.csv", prepared.unseen[["id", "label"]])
-    atomic.write_with(run_dir / "unseen_probs.npy", lambda p: _save_npy(p, probs))
-    scores = metrics.classification(_labels(prepared.unseen, prepared.positive_class), probs)
-    return {f"unseen_{k}": scores[k] for k in ("auc", "accuracy", "log_loss")} | {"n_unseen": len(probs)}
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, np.asarray(arr, dtype=np.float32))
 
 
 def _write_plots(out: Path, cfg: TrainConfig, model, feats: _Features, y_train: np.ndarray, y: np.ndarray,

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,8 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     valid = prepared.items[prepared.items.is_valid]
     y = (valid.label == prepared.positive_class).to_numpy().astype(int)
     write_predictions(run_dir, valid, valid_probs, prepared.test, test_probs)
-    held_out = _evaluate_labelled(learn, prepared, cfg, run_dir)
+    held_out = score_held_out(prepared, run_dir, lambda _, frame: learner.predict_paths(
+        learn, frame.path.tolist(), prepared.positive_class, cfg))
     atomic.write_csv(run_dir / "history.csv", history)
     learner_sha = learner.export(learn, run_dir / LEARNER_FILE)
     n_train = int((~prepared.items.is_valid).sum())
@@ -164,36 +166,30 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
 
 TEST_KEYS = ("auc", "accuracy", "precision", "recall", "f1", "log_loss")  # scored on the labelled test part
 UNSEEN_KEYS = ("auc", "accuracy", "log_loss")
+HELD_OUT_PARTS = {"labelled_test": ("test_", TEST_KEYS), "unseen": ("unseen_", UNSEEN_KEYS)}  # name -> prefix, keys
 
 
-def _evaluate_labelled(learn, prepared, cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+def score_held_out(prepared, run_dir: Path, predict: Callable[[str, pd.DataFrame], np.ndarray]) -> dict[str, Any]:
     """Scores on the images that were neither trained on nor used to pick anything.
 
     The split's labelled test part (``data.test_pct``) as ``test_*`` with a confusion matrix, and the
-    optional unseen/ set (e.g. held-out generator families) as ``unseen_*``.
+    optional unseen/ set (e.g. held-out generator families) as ``unseen_*``; ``predict(part name, frame)``
+    gives the probabilities of the positive class. Each part's probabilities go to <part>_probs.npy + _ids.csv.
     """
     scores: dict[str, Any] = {}
-    for name, frame, prefix, keys in (("labelled_test", prepared.labelled_test, "test_", TEST_KEYS),
-                                      ("unseen", prepared.unseen, "unseen_", UNSEEN_KEYS)):
+    for name, (prefix, keys) in HELD_OUT_PARTS.items():
+        frame = getattr(prepared, name)
         if frame.empty:
             continue
-        y, probs = _score_frame(learn, prepared, cfg, run_dir, frame, name)
+        probs = predict(name, frame)
+        atomic.write_csv(run_dir / f"{name}_ids.csv", frame[["id", "label"]])
+        atomic.write_with(run_dir / f"{name}_probs.npy", lambda p, probs=probs: _save_npy(p, probs))
+        y = (frame.label == prepared.positive_class).to_numpy().astype(int)
         found = metrics.classification(y, probs)
         scores |= {f"{prefix}{k}": found[k] for k in keys} | {f"n_{name}": len(probs)}
         if name == "labelled_test":
             scores["test_confusion"] = metrics.confusion(y, probs)
     return scores
-
-
-def _score_frame(learn, prepared, cfg: TrainConfig, run_dir: Path, frame: pd.DataFrame,
-                 name: str) -> tuple[np.ndarray, np.ndarray]:
-    """TTA probabilities for labelled images, written as <name>_probs.npy + <name>_ids.csv."""
-    from . import learner
-
-    probs = learner.predict_paths(learn, frame.path.tolist(), prepared.positive_class, cfg)
-    atomic.write_csv(run_dir / f"{name}_ids.csv", frame[["id", "label"]])
-    atomic.write_with(run_dir / f"{name}_probs.npy", lambda p: _save_npy(p, probs))
-    return (frame.label == prepared.positive_class).to_numpy().astype(int), probs
 
 
 def write_predictions(run_dir: Path, valid: pd.DataFrame, valid_probs: np.ndarray,

@@ -84,6 +84,13 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
+class _CountEpochs(Callback):
+    n = 0
+
+    def after_epoch(self):
+        self.n += 1
+
+
 def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_data, tmp_path):
     from deepfake_fastai import data, learner
 
@@ -94,10 +101,15 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_data, tmp_path):
     learn.add_cb(_Interrupt())
     with pytest.raises(KeyboardInterrupt):
         bce_recipe.fit(learn, cfg, run_dir)
-    assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["epoch"] == 1
+    before = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    assert before["epoch"] == 1 and len(before["history"]) == 2
     assert bce_recipe.resume_point(run_dir, dataclasses.replace(cfg, lr=0.5)) is None  # other config: no resume
     learn, _ = learner.build(cfg, prepared, run_dir)
+    counter = _CountEpochs()
+    learn.add_cb(counter)
     with learn.no_bar():
         bce_recipe.fit(learn, cfg, run_dir)
     assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["epoch"] == 3
-    assert len(learn.recorder.values) == 2  # epochs 2 and 3 only: 0 and 1 were not redone
+    assert counter.n == 2  # epochs 2 and 3 only: 0 and 1 were not redone
+    history = learner.history(learn)  # ... but the run's history has all four, the first two as logged before
+    assert len(history) == 4 and history.drop(columns="epoch").iloc[:2].to_numpy().tolist() == before["history"]

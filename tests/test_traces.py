@@ -3,6 +3,7 @@ mode's outlier handling, and an em_traces run that writes the run folder contrac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,6 +17,7 @@ from PIL import Image
 from deepfake_fastai import traces
 from deepfake_fastai.config import ConfigError, TrainConfig
 from deepfake_fastai.ensemble import build, load_runs
+from deepfake_fastai.metrics import classification
 from deepfake_fastai.models import check_arch
 from deepfake_fastai.sweep import read_record
 from deepfake_fastai.traces import EMParams, em_features, em_features_torch
@@ -171,10 +173,12 @@ def test_em_traces_is_an_arch_and_its_run_name_says_mode_and_classifier():
 # --------------------------------------------------------------------------------------------- real runs
 @pytest.fixture(scope="module")
 def runs(tiny_data, tmp_path_factory):
-    """An em_traces run and a 1-epoch test_resnet run on the same tiny data set."""
+    """An em_traces run and a 1-epoch test_resnet run on the same tiny data set, with a labelled test part."""
     tmp = tmp_path_factory.mktemp("traces")
-    em = train(**tiny_train_kwargs(tmp, tiny_data, arch="em_traces", classifier="rf"))
-    cnn = train(**tiny_train_kwargs(tmp, tiny_data))
+    kwargs = tiny_train_kwargs(tmp, tiny_data)
+    data = dataclasses.replace(kwargs["data"], test_pct=0.25)
+    em = train(**tiny_train_kwargs(tmp, tiny_data, arch="em_traces", classifier="rf", data=data))
+    cnn = train(**tiny_train_kwargs(tmp, tiny_data, data=data))
     return tmp, em, cnn
 
 
@@ -210,6 +214,26 @@ def test_em_traces_and_cnn_runs_ensemble(runs):
     assert [r.name for r in loaded] == [cnn.run_dir.name, em.run_dir.name]
     result = build(loaded, method="mean")
     assert len(result.valid_probs) == em.metrics["n_valid"] and len(result.test_probs) == 16
+    assert result.labelled_test["n"] == em.metrics["n_labelled_test"] == cnn.metrics["n_labelled_test"] == 16
+
+
+def test_em_traces_run_scores_the_labelled_test_part(runs):
+    _, em, _ = runs
+    ids = pd.read_csv(em.run_dir / "labelled_test_ids.csv", dtype=str)
+    probs = np.load(em.run_dir / "labelled_test_probs.npy")
+    y = (ids.label == "fake").astype(int).to_numpy()
+    assert em.metrics["test_auc"] == pytest.approx(classification(y, probs)["auc"], abs=1e-6)
+    assert sum(map(sum, em.metrics["test_confusion"])) == len(ids) == 16
+    assert em.metrics["n_train"] + em.metrics["n_valid"] == 48
+
+
+def test_robustness_of_an_em_traces_run(runs):
+    from deepfake_fastai import robustness
+
+    _, em, _ = runs
+    table = robustness.evaluate(em.run_dir, names=("blur2",))
+    assert table["clean"] == pytest.approx(em.metrics["auc"], abs=1e-4)  # no TTA: clean = the recorded AUC
+    assert set(table) == {"clean", "blur2"} and 0 <= table["blur2"] <= 1
 
 
 def cache_files(tmp: Path) -> dict[str, int]:
