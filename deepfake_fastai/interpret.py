@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .config import TRACES_ARCH
 from .inspection import Run
 from .metrics import EPS
 from .plots import FIGSIZE_IN, new_figure, plain
@@ -349,6 +350,8 @@ def run_figures(run: Run, n_top: int = 12, n_per_class: int = 4,
     if frame is None:
         return [], notes
     figures = [("top losses", _attempt(notes, run, "top losses", lambda: _top_losses_of(run, frame, n_top)))]
+    if run.config.arch == TRACES_ARCH:  # no network to look into: its kernel plots explain it (traces.py)
+        return [(name, fig) for name, fig in figures if fig is not None], notes
     learn = _attempt(notes, run, "learner", lambda: _learner(run))
     if learn is not None:  # the top losses need no model; the other two do
         figures.append(("Grad-CAM", _attempt(notes, run, "Grad-CAM", lambda: _grad_cam_of(run, learn, frame,

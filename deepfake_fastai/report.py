@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .config import TRACES_ARCH
 from .inspection import Run, RunStatus, Sweep, load_sweep
 from .plots import DPI, calibration_figure, confusion_figure, learning_curves_figure, png_bytes, roc_figure
 
@@ -116,9 +117,20 @@ def inspection_html(run: Run) -> str:
     from . import interpret  # lazy: its model code imports torch/fastai, which the rest of the report never needs
 
     figures, notes = interpret.run_figures(run)
-    images = "".join(img_tag(fig, f"{name} {run.name}") for name, fig in figures)
+    images = "".join(img_tag(fig, f"{name} {run.name}") for name, fig in figures) + stored_plots_html(run)
     note = "".join(f'<p class="note">not shown: {esc(n)}</p>' for n in notes)
     return f'<h3>Inspection</h3>{note}<div class="figs wide">{images}</div>' if images else f"<h3>Inspection</h3>{note}"
+
+
+def stored_plots_html(run: Run) -> str:
+    """The explanation plots an em_traces run wrote (mean kernel per class, feature importances)."""
+    from .traces import PLOT_FILES
+
+    if run.config.arch != TRACES_ARCH:
+        return ""
+    files = [run.path / "plots" / name for name in PLOT_FILES if (run.path / "plots" / name).is_file()]
+    return "".join(f'<img src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode("ascii")}" '
+                   f'alt="{esc(f.stem)} {esc(run.name)}">' for f in files)
 
 
 def newest_ensemble_record(sweep_path: Path, submissions_dir: Path) -> dict[str, Any] | None:

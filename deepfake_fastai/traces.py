@@ -465,14 +465,17 @@ def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> d
     }
 
 
+PLOT_FILES = ("em_kernels.png", "feature_importance.png")  # in <run>/plots/; the report embeds them
+
+
 def _write_plots(out: Path, cfg: TrainConfig, model, feats: _Features, y_train: np.ndarray, y: np.ndarray,
                  classes: tuple[str, str]) -> None:
     """The explanation: mean kernels per class (all labelled images) and feature importances (validation set)."""
     values, what = importances(model, feats.valid, y, cfg.seed)
     figures = {
-        "em_kernels.png": kernels_figure(np.concatenate([feats.train, feats.valid]), np.concatenate([y_train, y]),
+        PLOT_FILES[0]: kernels_figure(np.concatenate([feats.train, feats.valid]), np.concatenate([y_train, y]),
                                          cfg.kernel, classes, f"Mean EM kernel per class: {cfg.run_name}"),
-        "feature_importance.png": importance_figure(values, feature_names(cfg.kernel), what,
+        PLOT_FILES[1]: importance_figure(values, feature_names(cfg.kernel), what,
                                                     f"Feature importance: {cfg.run_name}"),
     }
     for name, fig in figures.items():

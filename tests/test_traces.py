@@ -275,3 +275,13 @@ def test_figures_render():
     png = traces.png_bytes(traces.importance_figure(np.arange(24.0), traces.feature_names(), "importance"))
     assert png[:4] == b"\x89PNG"
 
+
+
+def test_report_shows_the_kernel_plots_of_an_em_traces_run(runs):
+    from deepfake_fastai import report
+    from deepfake_fastai.inspection import load_run
+
+    _, em, _ = runs
+    html = report.inspection_html(load_run(em.run_dir))
+    assert 'alt="em_kernels em_traces_r32' in html and 'alt="feature_importance em_traces_r32' in html
+    assert 'alt="top losses' in html and "not shown" not in html  # no complaint about a missing learner
