@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SWEEP ?= sweeps/quickstart.yaml
 
-.PHONY: help install sweep leaderboard report notebook ensemble submit submissions train data test test-all lint clean-runs
+.PHONY: help install bench sweep leaderboard report notebook ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test: $(STAMP)  ## the test suite CI runs (minutes on 2 cores)
 
 test-all: $(STAMP)  ## every test, including the slow trainings
 	$(PY) -m pytest --durations=15 $(ARGS)
+
+bench: $(STAMP)  ## speed benchmarks (~15 min on 2 cores) into BENCHMARKS.md's generated block; ARGS=--quick: ~3 min, runs/bench-quick.md
+	$(PY) -m deepfake_fastai.bench $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check deepfake_fastai tests

@@ -255,7 +255,9 @@ def cache_one(source: str, dest: Path, max_px: int) -> str | None:
             img = to_rgb(img)
             if max(img.size) > max_px:  # never upsample here: that is the model's Resize's job
                 img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-            atomic.write_with(dest, lambda p: img.save(p, format="PNG"))
+            # compress_level 1: still lossless; zlib's default level 6 made the cache ~2x slower than fastai's
+            # resize_images for a few % smaller files (BENCHMARKS.md, "Speed", table 3).
+            atomic.write_with(dest, lambda p: img.save(p, format="PNG", compress_level=1))
     except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this image"
         return f"{type(e).__name__}: {e}"
     return None
