@@ -6,6 +6,7 @@ run leaves at most a stray ``.tmp-*`` file, never a truncated ``metrics.json`` t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -13,19 +14,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+FIXES = {  # errno -> what the user can do; other OSErrors pass through unchanged
+    errno.ENOSPC: "the disk is full: free space, or write elsewhere (--runs-dir, --out-dir, data.data_dir)",
+    errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere (--runs-dir, --out-dir)",
+    errno.EROFS: "the file system is read-only: write elsewhere (--runs-dir, --out-dir, data.data_dir)",
+    errno.EACCES: "no permission to write there: fix the folder's permissions, or write elsewhere",
+    errno.EPERM: "no permission to write there: fix the folder's permissions, or write elsewhere",
+}
+
+
+class WriteError(OSError):
+    """An artifact could not be written for a reason the user must fix; the message names the file and the fix."""
+
+
+def explained(e: OSError, path: Path) -> OSError:
+    """``e`` as a WriteError naming ``path`` and the fix, when its errno is one the user can fix."""
+    fix = FIXES.get(e.errno)
+    if fix is None or isinstance(e, WriteError):
+        return e
+    error = WriteError(f"cannot write {path}: {fix} ({os.strerror(e.errno)})")
+    error.errno = e.errno
+    return error
+
 
 def write_with(path: Path, writer: Callable[[Path], Any]) -> Path:
-    """Call ``writer(tmp_path)`` then rename tmp_path onto ``path``."""
+    """Call ``writer(tmp_path)`` then rename tmp_path onto ``path``; on any failure the temp file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    except OSError as e:
+        raise explained(e, path) from e
     os.close(fd)
     try:
         writer(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise explained(e, path) from e
         raise
     return path
 

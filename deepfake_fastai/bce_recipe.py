@@ -5,7 +5,8 @@ Linear(512 -> 1); BCE-with-logits on one logit; mixup (alpha 0.2) on images and 
 config, the report used 1e-4; weight decay 1e-5); cosine annealing with T_max = 10 epochs, truncated at the
 run's epoch count; train: random resized crop (scale 0.8-1), flip, AutoAugment (ImageNet policy); valid:
 resize + centre crop. Checkpoints in <run>/checkpoints/: best validation AUC (model + optimizer + epoch) and
-the last epoch, from which an interrupted run resumes.
+the last epoch, from which an interrupted run resumes. Each is written to a temp name and renamed (a kill never
+leaves a torn .pth), and its JSON record holds its SHA-256: a checkpoint that does not match is never unpickled.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from . import atomic
 from .callbacks import AutoAugmentTfm, RandomDegrade, TruncatedCosine
 from .config import TrainConfig, dump_yaml
 from .data import Prepared
+from .manifest import file_sha256
 from .models import norm_stats, timm_kwargs
 
 log = logging.getLogger(__name__)
@@ -94,8 +97,23 @@ def build(cfg: TrainConfig, dls, run_dir: Path) -> Learner:
     return learn
 
 
+def save_atomic(learn: Learner, name: str, with_opt: bool) -> Path:
+    """learn.save to a temp name, then rename onto <name>.pth: a kill mid-save never leaves a torn checkpoint."""
+    tmp = learn.save(f".tmp-{name}", with_opt=with_opt)
+    final = tmp.with_name(f"{name}.pth")
+    os.replace(tmp, final)
+    return final
+
+
+class AtomicSaveModelCallback(SaveModelCallback):
+    """fastai's best-model checkpoint, written atomically."""
+
+    def _save(self, name: str) -> None:
+        self.last_saved_path = save_atomic(self.learn, name, self.with_opt)
+
+
 class LastCheckpoint(Callback):
-    """Save model + optimizer after every epoch, and which epoch it was, so a killed run resumes."""
+    """Save model + optimizer after every epoch, and which epoch it was (and its hash), so a killed run resumes."""
 
     order = 70  # after the recorder has the epoch's metrics
 
@@ -104,11 +122,11 @@ class LastCheckpoint(Callback):
         self.prior_history = prior_history or []  # recorder rows of the epochs before a resume
 
     def after_epoch(self) -> None:
-        self.learn.save("last", with_opt=True)
+        path = save_atomic(self.learn, "last", with_opt=True)
         best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
         rows = self.prior_history + [[float(v) for v in row] for row in self.recorder.values]
-        atomic.write_json(self.learn.path / self.learn.model_dir / "last.json", {
-            "epoch": self.first_epoch + self.epoch, "config": self.config_key,
+        atomic.write_json(path.with_suffix(".json"), {
+            "epoch": self.first_epoch + self.epoch, "config": self.config_key, "sha256": file_sha256(path),
             "best_auc": None if best is None else float(best.best), "history": rows})
 
 
@@ -122,17 +140,39 @@ def resume_point(run_dir: Path, cfg: TrainConfig) -> dict | None:
         state = json.loads((run_dir / "checkpoints" / "last.json").read_text())
     except (OSError, ValueError):
         return None
-    return state if state.get("config") == config_key(cfg) and state["epoch"] + 1 < cfg.epochs else None
+    if state.get("config") != config_key(cfg) or state["epoch"] + 1 >= cfg.epochs:
+        return None
+    if not _matches_record(run_dir / "checkpoints" / "last.pth", state):
+        log.warning("%s does not match the SHA-256 in last.json (interrupted write, or changed by hand): not loaded, "
+                    "since unpickling runs code; training from epoch 0", run_dir / "checkpoints" / "last.pth")
+        return None
+    return state
+
+
+def _matches_record(path: Path, record: dict) -> bool:
+    """True if ``path`` exists and has the SHA-256 its JSON record holds."""
+    return path.is_file() and record.get("sha256") == file_sha256(path)
+
+
+def _best_so_far(run_dir: Path, state: dict) -> float:
+    """The best AUC to beat after a resume; -inf (so best.pth is rewritten) unless best.pth matches best.json."""
+    try:
+        record = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    trusted = _matches_record(run_dir / "checkpoints" / "best.pth", record)
+    return state["best_auc"] if trusted and state["best_auc"] is not None else -np.inf
 
 
 def fit(learn: Learner, cfg: TrainConfig, run_dir: Path) -> None:
     """Mixup + truncated cosine; best-AUC and last checkpoints; resumes from the last one when there is one."""
-    best = SaveModelCallback(monitor=AUC_NAME, comp=np.greater, fname="best", with_opt=True, reset_on_fit=False)
+    best = AtomicSaveModelCallback(monitor=AUC_NAME, comp=np.greater, fname="best", with_opt=True,
+                                   reset_on_fit=False)
     start, prior = 0, []
     state = resume_point(run_dir, cfg)
     if state:
         learn.load("last", with_opt=True)
-        best.best = state["best_auc"] if state["best_auc"] is not None else -np.inf
+        best.best = _best_so_far(run_dir, state)
         start, prior = state["epoch"] + 1, state.get("history", [])
         log.info("resuming %s at epoch %d of %d (best AUC so far %.4f)", run_dir.name, start, cfg.epochs, best.best)
     # Fit only the remaining epochs (fastai's start_epoch still calls after_epoch for skipped epochs, which
@@ -155,8 +195,9 @@ class BestEpochLog(Callback):
     def after_epoch(self) -> None:
         best = next(cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback))
         if best.best == self.recorder.values[-1][best.idx]:
-            atomic.write_json(self.learn.path / self.learn.model_dir / "best.json",
-                              {"epoch": self.first_epoch + self.epoch, AUC_NAME: float(best.best)})
+            folder = self.learn.path / self.learn.model_dir
+            atomic.write_json(folder / "best.json", {"epoch": self.first_epoch + self.epoch, AUC_NAME: float(best.best),
+                                                     "sha256": file_sha256(folder / "best.pth")})
 
 
 def probs(learn: Learner, dl, cfg: TrainConfig) -> np.ndarray:

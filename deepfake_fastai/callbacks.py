@@ -39,6 +39,31 @@ class CPUAutocast(Callback):
         self.learn.pred = _to_float(self.learn.pred)
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training diverged. ``reason`` keeps the message fastai rewrites."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StopOnNonFinite(Callback):
+    """Fail the run, with where and what to try, as soon as the loss is NaN or infinite.
+
+    Why: fastai's TerminateOnNaN only cancels the fit quietly, and the run would then be exported and scored
+    as if it had trained.
+    """
+
+    order = 95  # after the loss and any callback that changes it
+
+    def after_loss(self) -> None:
+        loss = self.learn.loss
+        if not torch.isfinite(loss).all():
+            phase = "training" if self.training else "validation"
+            raise NonFiniteLoss(f"loss became {float(loss.detach().float().mean())} at epoch {self.epoch} batch "
+                                f"{self.iter} ({phase}); lower lr or use precision fp32")
+
+
 def _to_float(x):
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.float()

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .atomic import WriteError
 from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
 from .ensemble import METHODS, METRICS
 from .submit import KINDS
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -208,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import format_table, load_sweep, preflight, run_sweep, sweep_dir
+    from .sweep import format_table, load_sweep, preflight, run_sweep, skipped_lines, sweep_dir
 
     sweep = load_sweep(args.file)
     if args.check:
@@ -218,6 +219,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address)
     print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
     print(format_table(rows, sweep.metric))
+    skipped = skipped_lines(rows)
+    if skipped:
+        print("\n" + "\n".join(skipped))
     failed = [r["run"] for r in rows if r.get("status") != "complete"]
     if failed:
         print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their status.json)")

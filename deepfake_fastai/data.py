@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 NOT_CLASSES = {"test", "tests", "unseen", "__macosx"}  # folders that are never a class
 KAGGLE_HOST = ("www.kaggle.com", 443)
+SAMPLE_NAME = "sample_submission.csv"
+MIN_SIDE_PX = 8  # smaller images carry no generator traces worth learning (a 1x1 image is a mistake, not data)
+IMBALANCE_WARN = 0.1  # warn when the rarer class is under this share of the labelled images
 
 
 class DataError(ValueError):
@@ -144,15 +147,49 @@ def list_labelled(cfg: DataConfig, root: Path) -> pd.DataFrame:
         frame = _list_folder(_labelled_dir(root))
     if frame.empty:
         raise DataError(f"no images found under {root}; expected one sub-folder per class")
-    classes = sorted(frame.label.unique())
-    if cfg.positive_class not in classes:
-        raise DataError(
-            f"positive class '{cfg.positive_class}' not among the classes {classes} found in {root}; "
-            f"set data.positive_class to one of them"
-        )
-    if len(classes) != 2:
-        raise DataError(f"expected 2 classes under {root}, found {classes}")
+    one_class = frame.label.nunique() == 1  # only then is it worth naming the empty class folders
+    empty = _empty_class_dirs(_labelled_dir(root)) if one_class and cfg.source != "csv" else []
+    check_classes(frame, cfg.positive_class, str(root), empty)
+    warn_if_imbalanced(frame)
     return frame.sort_values("id", ignore_index=True)
+
+
+def check_classes(frame: pd.DataFrame, positive: str, where: str, empty_dirs: list[str] = ()) -> None:
+    """Exactly two classes, the positive one among them, each with enough images to train and validate."""
+    counts = frame.label.value_counts()
+    classes = sorted(counts.index)
+    empty = f"; empty class folder(s): {list(empty_dirs)}: put that class's images there" if empty_dirs else ""
+    if len(classes) == 1:
+        raise DataError(f"only one class {classes} under {where}{empty}. A detector needs images of two classes "
+                        f"(e.g. real/ and fake/ sub-folders)")
+    if positive not in classes:
+        raise DataError(f"positive class '{positive}' not among the classes {classes} found in {where}; "
+                        f"set data.positive_class to one of them")
+    if len(classes) != 2:
+        rare = [c for c in counts.index if c != positive][1:]  # all but the positive and the largest other
+        first = list(frame.id[frame.label.isin(rare)][:3])
+        raise DataError(f"expected 2 classes under {where}, found {len(classes)}: {counts.to_dict()}. Fix or remove "
+                        f"the images labelled {rare} (first: {first}), or drop those folders")
+    few = {c: int(n) for c, n in counts.items() if n < 2}
+    if few:
+        raise DataError(f"{where}: class(es) {few} have fewer than 2 images; each class needs at least one image to "
+                        f"train on and one to validate on: add images")
+
+
+def warn_if_imbalanced(frame: pd.DataFrame) -> float:
+    """Warn when one class is rare (accuracy then says little); returns the rarer class's share."""
+    counts = frame.label.value_counts()
+    share = float(counts.min() / counts.sum())
+    if share < IMBALANCE_WARN:
+        log.warning("classes are imbalanced %s (%.0f:1): the split keeps both classes in validation, but accuracy "
+                    "is misleading; judge runs by AUC / log loss, or add images of the rarer class",
+                    counts.to_dict(), counts.max() / counts.min())
+    return share
+
+
+def _empty_class_dirs(folder: Path) -> list[str]:
+    dirs, _ = _class_dirs(folder)
+    return [f"{d.name}/" for d in dirs if not _walk(d)[0]]
 
 
 def _labelled_dir(root: Path) -> Path:
@@ -162,22 +199,83 @@ def _labelled_dir(root: Path) -> Path:
 
 def _list_folder(folder: Path) -> pd.DataFrame:
     rows = []
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if class_dir.name.lower() in NOT_CLASSES or class_dir.name.startswith("."):
-            continue
-        for f in sorted(class_dir.rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
-                rows.append((f.relative_to(folder).as_posix(), str(f), class_dir.name))
+    for class_dir in _class_dirs(folder)[0]:
+        for f in _walk(class_dir)[0]:
+            rows.append((f.relative_to(folder).as_posix(), str(f), class_dir.name))
     return pd.DataFrame(rows, columns=["id", "source", "label"])
+
+
+def _class_dirs(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Sub-folders that are classes (links to folders elsewhere are followed here, once), and those skipped."""
+    dirs, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        reason = _skip_reason(p)
+        if reason:
+            skipped.append((p, reason))
+        elif p.is_dir() and p.name.lower() not in NOT_CLASSES:
+            dirs.append(p)
+    return dirs, skipped
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files below ``folder`` (sorted), and the entries skipped with the reason.
+
+    os.walk never follows links to folders, so a link back up the tree cannot make the listing loop.
+    """
+    files, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = here / name
+            reason = _skip_reason(path) or (_LINKED_DIR if name in dirnames and path.is_symlink() else None)
+            if reason:
+                skipped.append((path, reason))
+            elif name in filenames and path.suffix.lower() in IMAGE_EXTS and path.is_file():
+                files.append(path)
+        dirnames[:] = sorted(d for d in dirnames if not _skip_reason(here / d))
+    return sorted(files), skipped
+
+
+_LINKED_DIR = "link to a folder inside a class folder: not followed (links can loop); copy or move the images in"
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a listed entry is not data: hidden (.DS_Store, macOS ._ files, .ipynb_checkpoints) or a bad link."""
+    if path.name.startswith("."):
+        return "hidden file or folder: ignored (names starting with '.' are never data)"
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's "Symlink loop"
+        return "symbolic link that loops or points nowhere: ignored; remove it"
+    if target.is_dir() and path.parent.resolve().is_relative_to(target):
+        return "symbolic link back up the tree (a loop): not followed; remove it"
+    return None
+
+
+def skipped_entries(cfg: DataConfig, root: Path) -> pd.DataFrame:
+    """id, source, error of what the listing passed over: hidden files, link loops (for bad_images.csv)."""
+    if cfg.source == "csv":
+        return pd.DataFrame(columns=["id", "source", "error"])
+    labelled = _labelled_dir(root)
+    folders, skipped = ([labelled], []) if cfg.label_from_name else _class_dirs(labelled)
+    for d in [*folders, _beside(root, "test"), _beside(root, "unseen")]:
+        if d.is_dir():
+            skipped += _walk(d)[1]
+    rows = sorted({  # a set: test/ may be walked twice (inside the labelled folder too)
+        (p.relative_to(labelled if p.is_relative_to(labelled) else root).as_posix(), str(p), why)
+        for p, why in skipped})
+    return pd.DataFrame(rows, columns=["id", "source", "error"])
 
 
 def _list_by_name(folder: Path, pattern: str) -> pd.DataFrame:
     """Every image below ``folder`` (but test/, unseen/), labelled by the regex's first group in its stem."""
     rule = re.compile(pattern)
     rows, unmatched = [], []
-    for f in sorted(folder.rglob("*")):
+    for f in _walk(folder)[0]:
         rel = f.relative_to(folder)
-        if f.suffix.lower() not in IMAGE_EXTS or not f.is_file() or rel.parts[0].lower() in NOT_CLASSES:
+        if rel.parts[0].lower() in NOT_CLASSES:
             continue
         match = rule.search(f.stem)
         if match is None:
@@ -196,11 +294,29 @@ def _list_csv(cfg: DataConfig, csv_path: Path) -> pd.DataFrame:
     if missing:
         raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}; set data.fn_col / data.label_col")
     base = Path(cfg.images_dir).expanduser().resolve() if cfg.images_dir else csv_path.parent
+    check_csv_rows(table, cfg.fn_col, cfg.label_col, base, csv_path)
     return pd.DataFrame({
         "id": table[cfg.fn_col].values,
         "source": [str(base / f) for f in table[cfg.fn_col]],
         "label": table[cfg.label_col].values,
     })
+
+
+def check_csv_rows(table: pd.DataFrame, fn_col: str, label_col: str, base: Path, csv_path: Path) -> None:
+    """Refuse empty cells, repeated file names and names that point outside ``base`` (``../``, absolute)."""
+    line = table.index.to_series() + 2  # CSV line numbers: 1-based, after the header
+    blank = table[fn_col].isna() | table[label_col].isna()
+    if blank.any():
+        raise DataError(f"{csv_path}: {int(blank.sum())} row(s) with an empty {fn_col} or {label_col} (CSV lines "
+                        f"{list(line[blank][:5])}); fill them in or delete those rows")
+    dup = table[fn_col][table[fn_col].duplicated()]
+    if len(dup):
+        raise DataError(f"{csv_path}: {len(dup)} file name(s) listed twice (first: {list(dup[:3])}); keep one row each")
+    inside = str(base.resolve()) + os.sep
+    escapes = [n for n in table[fn_col] if not os.path.normpath(base.resolve() / n).startswith(inside)]
+    if escapes:
+        raise DataError(f"{csv_path}: {len(escapes)} file name(s) point outside {base} (first: {escapes[:3]}); "
+                        f"names must be relative to data.images_dir (or the CSV's folder), without '..'")
 
 
 def _beside(root: Path, name: str) -> Path:
@@ -213,12 +329,69 @@ def list_test(root: Path) -> pd.DataFrame:
     folder = _beside(root, "test")
     if not folder.is_dir():
         return pd.DataFrame(columns=["id", "source"])
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    files = _walk(folder)[0]
     frame = pd.DataFrame({"id": [f.stem for f in files], "source": [str(f) for f in files]})
     dup = frame.id[frame.id.duplicated()]
     if len(dup):
         raise DataError(f"{folder}: test file names must be unique ids; duplicates: {list(dup[:5])}")
     return frame
+
+
+def check_test_set(root: Path, labelled: pd.DataFrame, report: Path) -> pd.DataFrame:
+    """The test folder against the labelled images and the sample submission; returns the leaks found."""
+    test = list_test(root)
+    if _beside(root, "test").is_dir() and test.empty:
+        log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
+                    "competition's test images there", _beside(root, "test"))
+    if not test.empty:
+        check_sample_submission(_beside(root, SAMPLE_NAME), test)
+    leaks = find_leaks(labelled, test)
+    if leaks.empty:
+        report.unlink(missing_ok=True)
+        return leaks
+    atomic.write_csv(report, leaks)
+    log.warning("%d test image(s) are byte-identical to labelled images (e.g. test %s = %s): a model that memorised "
+                "them scores too well there; remove them from the labelled folders. List: %s",
+                len(leaks), leaks.test_id.iloc[0], leaks.labelled_id.iloc[0], report)
+    return leaks
+
+
+def check_sample_submission(sample_csv: Path, test: pd.DataFrame) -> None:
+    """Refuse a sample_submission.csv whose ids are not the test files (matched by file stem, as submit does)."""
+    if not sample_csv.is_file():
+        return
+    try:
+        ids = pd.read_csv(sample_csv, dtype=str, keep_default_na=False).iloc[:, 0]
+    except (ValueError, IndexError) as e:
+        raise DataError(f"{sample_csv}: not a readable CSV ({e}); replace it with the competition's file") from None
+    stems, have = {Path(i).stem for i in ids}, set(test.id)
+    missing, extra = sorted(stems - have), sorted(have - stems)
+    if missing or extra:
+        raise DataError(
+            f"{sample_csv} does not match the test folder: {len(missing)} of its {len(stems)} ids have no test image "
+            f"(first: {missing[:3]}), {len(extra)} test images are not in it (first: {extra[:3]}). A submission "
+            f"could never be valid: use the sample submission and test/ folder of the same competition")
+
+
+def find_leaks(labelled: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """test_id, labelled_id of test images whose bytes equal a labelled image's (only same-size files are read)."""
+    sizes = {src: os.path.getsize(src) for src in [*labelled.source, *test.source] if os.path.isfile(src)}
+    test_sizes = {sizes.get(s) for s in test.source} - {None}
+    by_hash: dict[tuple[int, str], str] = {}
+    for image_id, src in zip(labelled.id, labelled.source, strict=True):
+        if sizes.get(src) in test_sizes:
+            by_hash.setdefault((sizes[src], _file_hash(src)), image_id)
+    rows = [(tid, by_hash[key]) for tid, src in zip(test.id, test.source, strict=True)
+            if src in sizes and (key := (sizes[src], _file_hash(src))) in by_hash]
+    return pd.DataFrame(rows, columns=["test_id", "labelled_id"])
+
+
+def _file_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def list_unseen(root: Path) -> pd.DataFrame:
@@ -251,16 +424,32 @@ def cache_one(source: str, dest: Path, max_px: int) -> str | None:
     try:
         if dest.exists() and dest.stat().st_mtime >= Path(source).stat().st_mtime:
             return None
-        with Image.open(source) as img:
+        with Image.open(source) as img:  # reads the header only; above 2x the bomb limit it raises already
+            check_image_size(*img.size)
             img = to_rgb(img)
             if max(img.size) > max_px:  # never upsample here: that is the model's Resize's job
                 img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
             # compress_level 1: still lossless; zlib's default level 6 made the cache ~2x slower than fastai's
             # resize_images for a few % smaller files (BENCHMARKS.md, "Speed", table 3).
             atomic.write_with(dest, lambda p: img.save(p, format="PNG", compress_level=1))
+    except atomic.WriteError:  # a full or read-only disk is not the image's fault: stop, naming the path
+        raise
     except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this image"
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Refuse (before decoding) images too small to carry a signal, and any above Pillow's bomb limit.
+
+    Why: Pillow only warns between 1x and 2x ``Image.MAX_IMAGE_PIXELS`` and then decodes, a huge allocation.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise ValueError(f"{width}x{height} px is above Pillow's decompression-bomb limit ({limit} px): not decoded. "
+                         f"If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS")
+    if min(width, height) < MIN_SIDE_PX:
+        raise ValueError(f"{width}x{height} px is too small (under {MIN_SIDE_PX} px a side) to train on")
 
 
 def warn_if_shrinking(sources: pd.Series, max_px: int, sample: int = 25) -> float:
@@ -335,7 +524,28 @@ def fixed_split(frame: pd.DataFrame, split_file: Path, valid_pct: float, seed: i
                                     random_state=seed)
     split = frame[["id", "label"]].assign(is_valid=frame.id.isin(set(valid_ids)),
                                           is_test=frame.id.isin(set(test_ids)))
+    if test_pct:  # the test part first (a row moved into it leaves validation), then validation in the rest
+        split = every_class_on_both_sides(split, seed, "is_test")
+        split.loc[split.is_test, "is_valid"] = False
+        rest = ~split.is_test
+        split.loc[rest] = every_class_on_both_sides(split[rest], seed)
+    else:
+        split = every_class_on_both_sides(split, seed)
     atomic.write_csv(split_file, split)
+    return split
+
+
+def every_class_on_both_sides(split: pd.DataFrame, seed: int, column: str = "is_valid") -> pd.DataFrame:
+    """Move one seeded image of a class missing from one side of ``column`` over (stratified rounding of a
+    rare class can leave validation without it, and then AUC is undefined)."""
+    split = split.copy()
+    rng = np.random.default_rng(seed)
+    for label in sorted(split.label.unique()):
+        for side in (True, False):
+            mine = split.label == label
+            if (mine & (split[column] == side)).any() or (mine & (split[column] != side)).sum() < 2:
+                continue
+            split.loc[rng.choice(split.index[mine & (split[column] != side)]), column] = side
     return split
 
 
@@ -359,11 +569,13 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     store = Path(cfg.data_dir) / "cache" / key
     split_file = store / split_name(cfg.valid_pct, cfg.test_pct, cfg.split_seed)
     split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
+    check_test_set(root, labelled, store / "leaks.csv")
     warn_if_shrinking(labelled.source, max_px)
     cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
     test = build_cache(list_test(root), store / f"{max_px}px" / "_test", max_px, workers)
     unseen = build_cache(list_unseen(root), store / f"{max_px}px" / "_unseen", max_px, workers)
     bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
+    bad = pd.concat([bad, skipped_entries(cfg, root)], ignore_index=True)
     _report_bad(bad, store / "bad_images.csv")
     if cached.error.notna().all():
         first = cached.iloc[0]
@@ -383,5 +595,5 @@ def _report_bad(bad: pd.DataFrame, report: Path) -> None:
         report.unlink(missing_ok=True)
         return
     atomic.write_csv(report, bad)
-    log.warning("skipped %d image(s) that could not be decoded, e.g. %s; list: %s",
-                len(bad), bad.source.iloc[0], report)
+    log.warning("skipped %d file(s) (undecodable, too small or too large images, hidden files, link loops), "
+                "e.g. %s: %s; list: %s", len(bad), bad.source.iloc[0], bad.error.iloc[0], report)

@@ -29,13 +29,13 @@ from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 
 from . import atomic
-from .callbacks import CPUAutocast, RandomDegrade, bf16_supported
+from .callbacks import CPUAutocast, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
 from .config import TrainConfig
 from .data import Prepared
 from .models import explain_weights_error, norm_stats, prepare_pretrained, timm_kwargs
 
 log = logging.getLogger(__name__)
-TRAINING_ONLY_CBS = (CPUAutocast, GradientAccumulation, ChannelsLast)
+TRAINING_ONLY_CBS = (CPUAutocast, GradientAccumulation, ChannelsLast, StopOnNonFinite)
 # fastai's default opt_func (its own Adam, decoupled wd 0.01, eps 1e-5) steps parameter by parameter in Python
 # with temporaries; torch's fused AdamW is the same update (and the same defaults here) in one kernel per
 # step: 10 ms instead of 32 ms per resnet18 step on this CPU (BENCHMARKS.md, "Speed"). OptimWrapper keeps
@@ -84,7 +84,7 @@ def build(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None = None):
         learn = _recipe_learner(cfg, prepared, run_dir)
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError and friends are OSErrors
         raise explain_weights_error(cfg.arch, e) from e
-    learn.add_cbs(accumulation_callbacks(cfg))
+    learn.add_cbs([*accumulation_callbacks(cfg), StopOnNonFinite()])
     precision = resolve_precision(cfg.precision, cfg.size)
     if precision == "fp16":
         learn.to_fp16()
@@ -136,6 +136,14 @@ def resolve_precision(requested: str, size: int) -> str:
 def fit(learn, cfg: TrainConfig) -> float:
     """Train with the recipe; returns wall seconds."""
     start = time.perf_counter()
+    try:
+        _fit_recipe(learn, cfg)
+    except NonFiniteLoss as e:  # fastai prefixes errors raised in callbacks; the run records the plain reason
+        raise NonFiniteLoss(e.reason) from None
+    return time.perf_counter() - start
+
+
+def _fit_recipe(learn, cfg: TrainConfig) -> None:
     if cfg.recipe == "effnetv2_bce":
         from . import bce_recipe
 
@@ -145,7 +153,6 @@ def fit(learn, cfg: TrainConfig) -> float:
     else:
         # fine_tune's first phase trains only the head over a frozen body: pointless for random weights.
         learn.fit_one_cycle(cfg.epochs, cfg.lr)
-    return time.perf_counter() - start
 
 
 def predict(learn, prepared: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +194,7 @@ def history(learn) -> pd.DataFrame:
 
 def export(learn, path: Path) -> str:
     """Export for inference (training-only callbacks removed, fp32) atomically; returns its SHA-256."""
-    from .train import file_sha256
+    from .manifest import file_sha256
 
     for cb in [cb for cb in learn.cbs if isinstance(cb, TRAINING_ONLY_CBS)]:
         learn.remove_cb(cb)
@@ -200,16 +207,15 @@ def export(learn, path: Path) -> str:
 def load_learner(path: Path, cpu: bool = True, trust: bool = False):
     """Load an exported learner; refuses pickles this toolkit did not write unless ``trust=True``.
 
-    Unpickling runs code. A learner.pkl is trusted when it sits in a complete run folder whose
-    metrics.json records its SHA-256 (written by train()).
+    Unpickling runs code. A learner.pkl is trusted when the manifest.json of its run folder lists it with this
+    SHA-256 (older run folders: the learner_sha256 in metrics.json); ``trust=True`` loads anything, with a warning.
     """
     from fastai.learner import load_learner as fastai_load
 
+    from .manifest import check
+
     path = Path(path)
-    if not trust and not _written_by_toolkit(path):
-        raise PermissionError(
-            f"{path} was not written by deepfake_fastai (no matching learner_sha256 in a metrics.json "
-            f"beside it). Unpickling runs code: pass trust=True only for files from a source you trust.")
+    check(path, trust)
     try:
         with warnings.catch_warnings():  # fastai's pickle warning: the trust check above replaces it
             warnings.filterwarnings("ignore", message=".*insecure pickle.*")
@@ -254,15 +260,3 @@ def _importable(module: str, util) -> bool:
         return util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _written_by_toolkit(path: Path) -> bool:
-    import json
-
-    from .train import file_sha256
-
-    try:
-        recorded = json.loads((path.parent / "metrics.json").read_text()).get("learner_sha256")
-    except (OSError, ValueError):
-        return False
-    return recorded == file_sha256(path)

@@ -17,7 +17,7 @@ HF_HOST = ("huggingface.co", 443)
 
 
 class ArchError(ValueError):
-    """Unknown architecture name."""
+    """Unknown architecture name, or an image size the architecture cannot take."""
 
 
 class WeightsUnavailable(RuntimeError):
@@ -43,6 +43,34 @@ def check_arch(arch: str) -> None:
     close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models('*pattern*')."
     raise ArchError(f"'{arch}' is not a timm model.{hint}")
+
+
+def check_size(arch: str, size: int) -> None:
+    """Raise ArchError unless ``arch`` takes ``size`` px images: a forward pass on the meta device (shapes only:
+    no memory, well under a second), so an impossible size fails before any data work."""
+    fails = _size_error(arch, size)
+    if fails is None:
+        return
+    fits = next((s for s in (-(-size // 32) * 32, 64, 224) if s != size and _size_error(arch, s) is None), None)
+    hint = f"; e.g. {fits} px works" if fits else ""
+    raise ArchError(f"'{arch}' cannot take {size} px images ({fails}). Pick another size{hint}")
+
+
+def _size_error(arch: str, size: int) -> str | None:
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, **timm_kwargs(arch, size, None))
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta is checked when the run builds it
+        return None
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, size, size, device="meta"))
+    except Exception as e:  # noqa: BLE001 - any failure of the shape pass means this size does not fit
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 def norm_stats(arch: str) -> NormStats:

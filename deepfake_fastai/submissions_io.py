@@ -41,6 +41,7 @@ STATUS_HELP = {
     429: "too many requests, or the daily submission limit is reached (429 Too Many Requests): wait, then retry",
 }
 CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0  # a Kaggle call that has not answered by then has failed (the client itself sets no timeout)
 
 
 def _config_dir() -> Path:
@@ -135,6 +136,36 @@ def _check_reachable(url: str) -> None:
         raise SubmitError(f"cannot reach the Kaggle API at {url}; check the network and retry")
 
 
+@contextlib.contextmanager
+def _timeouts():
+    """Give every HTTP call the kaggle client makes (connect, read) timeouts while inside this block.
+
+    Why: kagglesdk and the upload step call requests without a timeout, so a server that accepts the connection
+    and never answers would hang a submission forever.
+    """
+    from requests.adapters import HTTPAdapter
+
+    original = HTTPAdapter.send
+
+    def send(self, request, stream=False, timeout=None, **kwargs):
+        return original(self, request, stream=stream, timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
+
+    HTTPAdapter.send = send
+    try:
+        yield
+    finally:
+        HTTPAdapter.send = original
+
+
+def _network_error(e: Exception, secrets: list[str]) -> SubmitError:
+    """A timeout or connection failure, in one line."""
+    import requests
+
+    if isinstance(e, requests.Timeout):
+        return SubmitError(f"the Kaggle API did not answer within {READ_TIMEOUT_S:.0f} s: retry later")
+    return SubmitError(f"cannot talk to the Kaggle API: {scrub(str(e), secrets)}")
+
+
 def connect() -> Any:
     """An authenticated Kaggle API client; SubmitError (with how to fix it) when that cannot be had."""
     import requests
@@ -144,13 +175,15 @@ def connect() -> Any:
     _check_reachable(endpoint())
     out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), _timeouts():
             api = _api_class()()
             api.authenticate()  # calls exit(1) after printing help when it finds nothing usable
     except SystemExit:
         raise SubmitError(AUTH_HELP) from None
-    except requests.RequestException as e:  # a token is checked with the server
+    except requests.HTTPError as e:  # a token is checked with the server
         raise _http_error(e, "", _secrets()) from None
+    except requests.RequestException as e:
+        raise _network_error(e, _secrets()) from None
     finally:
         log.debug("kaggle client: %s", scrub(out.getvalue(), _secrets()))
     return api
@@ -189,12 +222,12 @@ def upload(data: bytes, file_name: str, competition: str, message: str) -> dict[
         path = Path(tmp) / file_name  # the validated bytes, under the name Kaggle will show
         path.write_bytes(data)
         try:
-            with contextlib.redirect_stdout(out):
+            with contextlib.redirect_stdout(out), _timeouts():
                 reply = api.competition_submit(str(path), message, competition, quiet=True)
         except requests.HTTPError as e:
             raise _http_error(e, competition, secrets) from None
         except requests.RequestException as e:
-            raise SubmitError(f"cannot talk to the Kaggle API: {scrub(str(e), secrets)}") from None
+            raise _network_error(e, secrets) from None
     result = _check_reply(reply, api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE, scrub(out.getvalue(), secrets))
     log.info("submitted %s to %s: %s", file_name, competition, result["message"])
     return result
@@ -209,7 +242,7 @@ def public_scores(competition: str) -> dict[int, dict[str, Any]]:
         return {}
     try:
         api = connect()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _timeouts():
             submissions = api.competition_submissions(competition) or []
     except (SubmitError, requests.RequestException) as e:
         log.warning("public scores unavailable: %s", scrub(str(e), _secrets()))

@@ -101,13 +101,15 @@ def expand(sweep: SweepConfig, where: str = "sweep") -> list[TrainConfig]:
 def preflight(sweep: SweepConfig, limit: int | None = None) -> list[TrainConfig]:
     """The runs to do, after the checks that cost seconds: every arch name and the data path."""
     from .data import check_source
-    from .models import check_arch
+    from .models import check_arch, check_size
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     configs = expand(sweep)[:limit]
     for arch in sorted({c.arch for c in configs}):
         check_arch(arch)  # every name, before the first run spends minutes
+    for arch, size in sorted({(c.arch, c.size) for c in configs}):
+        check_size(arch, size)  # shapes only, on the meta device: an impossible size fails here, not in run 7
     check_source(sweep.data)
     return configs
 
@@ -188,6 +190,8 @@ def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None =
     out = sweep_dir(sweep)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out / ".lock"):
+        for partial in out.glob(".tmp-*"):  # what a killed runner was writing (leaderboard, state): never complete
+            partial.unlink(missing_ok=True)
         atomic.write_text(out / "sweep.yaml", yaml.safe_dump(dataclasses.asdict(sweep), sort_keys=False))
         state = _load_state(out)
         pending = [c for c in configs if not is_complete(out / c.run_name)]
@@ -309,6 +313,22 @@ def _check_same_split(out: Path, records: list[dict[str, Any]]) -> None:
         if (out / r["run"] / "valid_ids.csv").read_bytes() != reference:
             r["note"] = f"validation ids differ from {complete[0]['run']}: cannot be ensembled with it"
             log.warning("%s: %s", r["run"], r["note"])
+
+
+def skipped_lines(rows: list[dict[str, Any]], show: int = 20) -> list[str]:
+    """The files the complete runs' data preparation skipped, each with its reason (from bad_images.csv)."""
+    import pandas as pd
+
+    lines = []
+    for split_file in sorted({r["split_file"] for r in rows if r.get("status") == "complete" and r.get("bad_images")}):
+        report = Path(split_file).parent / "bad_images.csv"
+        if not report.is_file():
+            continue
+        bad = pd.read_csv(report, dtype=str)
+        lines.append(f"{len(bad)} file(s) skipped, not trained on (list: {report}):")
+        lines += [f"  {row.id}: {row.error}" for row in bad.head(show).itertuples()]
+        lines += [f"  ... and {len(bad) - show} more"] if len(bad) > show else []
+    return lines
 
 
 def load_leaderboard(folder: Path) -> list[dict[str, Any]]:

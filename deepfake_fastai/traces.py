@@ -18,7 +18,6 @@ run, with the fitted scikit-learn pipeline as ``model.pkl`` instead of ``learner
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -36,8 +35,10 @@ from PIL import Image
 
 from . import atomic, metrics
 from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
+from .manifest import file_sha256
+from .manifest import write as write_manifest
 from .plots import new_figure, plain, png_bytes
-from .train import RunResult, file_sha256, score_held_out, write_predictions
+from .train import RunResult, score_held_out, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -324,14 +325,13 @@ def save_model(model, path: Path) -> str:
     return file_sha256(path)
 
 
-def load_model(run_dir: Path):
-    """A complete em_traces run's pipeline; refused unless its SHA-256 is the one the run recorded."""
-    import json
+def load_model(run_dir: Path, trust: bool = False):
+    """A complete em_traces run's pipeline; refused unless the run's manifest lists it with this hash
+    (``trust=True`` loads it anyway, with a warning: unpickling runs code)."""
+    from . import manifest
 
     path = Path(run_dir) / MODEL_FILE
-    recorded = json.loads((Path(run_dir) / "metrics.json").read_text()).get("model_sha256")
-    if recorded is None or hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
-        raise ValueError(f"{path} does not match the model_sha256 of its run's metrics.json; not unpickling it")
+    manifest.check(path, trust)
     return pickle.loads(path.read_bytes())
 
 
@@ -440,6 +440,7 @@ def run_traces(cfg: TrainConfig, run_dir: Path) -> RunResult:
     model_sha = save_model(model, run_dir / MODEL_FILE)
     _write_plots(run_dir / "plots", cfg, model, feats, y_train, y, (prepared.negative_class, prepared.positive_class))
     result = {**scores, **held_out, **_run_record(cfg, prepared, feats, fit_s), "model_sha256": model_sha}
+    write_manifest(run_dir)  # after every artifact, before metrics.json marks the run complete
     atomic.write_json(run_dir / "metrics.json", result)
     atomic.write_json(run_dir / "status.json", {"status": "complete"})
     log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])

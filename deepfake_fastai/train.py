@@ -9,6 +9,7 @@ The run folder is the contract with later stages (sweep, ensemble, report):
   labelled_test_probs.npy / labelled_test_ids.csv   the split's labelled test part (data.test_pct), if any;
                      its scores are the test_* keys of metrics.json (unseen_* likewise for unseen/)
   learner.pkl        exported fastai learner (load with deepfake_fastai.load_learner)
+  manifest.json      SHA-256 of every artifact above (what load_learner and checkpoint resume trust)
   metrics.json       written last: its presence with status "complete" marks the run complete
   train.log          the run's log
 """
@@ -16,7 +17,6 @@ The run folder is the contract with later stages (sweep, ensemble, report):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +31,9 @@ import pandas as pd
 
 from . import atomic, metrics
 from .config import DataConfig, TrainConfig, dump_yaml
-from .models import check_arch
+from .manifest import MANIFEST_FILE
+from .manifest import write as write_manifest
+from .models import check_arch, check_size
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +84,28 @@ def run(cfg: TrainConfig) -> RunResult:
         log.info("%s is complete; skipping (delete the folder to redo it)", run_dir)
         return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
     check_arch(cfg.arch)  # before any data work: a typo must cost milliseconds
+    check_size(cfg.arch, cfg.size)
     check_source(cfg.data)
     _start(run_dir, cfg)
     handler = _attach_log(run_dir / "train.log")
     try:
         result = _train_steps(cfg, run_dir)
     except BaseException as e:
-        atomic.write_json(run_dir / "status.json", {
-            "status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        _record_failure(run_dir, e)
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return result
+
+
+def _record_failure(run_dir: Path, e: BaseException) -> None:
+    """status.json "failed" with the error; best effort, so a full or read-only disk never hides the real error."""
+    try:
+        atomic.write_json(run_dir / "status.json", {
+            "status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+    except OSError as write_error:
+        log.error("could not record the failure in %s: %s", run_dir / "status.json", write_error)
 
 
 def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
@@ -110,9 +121,11 @@ def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
 def _start(run_dir: Path, cfg: TrainConfig) -> None:
     """Clear what an interrupted attempt left (only our own files) and record the config."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", "status.json", LEARNER_FILE, "valid_probs.npy", "test_probs.npy",
+    for name in ("metrics.json", "status.json", MANIFEST_FILE, LEARNER_FILE, "valid_probs.npy", "test_probs.npy",
                  "unseen_probs.npy", "labelled_test_probs.npy"):
         (run_dir / name).unlink(missing_ok=True)
+    for partial in [*run_dir.glob(".tmp-*"), *run_dir.glob("checkpoints/.tmp-*")]:  # a killed write's leftovers
+        partial.unlink(missing_ok=True)
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
     atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid()})
 
@@ -158,6 +171,7 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
         "images_per_s": round(n_train * cfg.epochs / max(fit_s, 1e-9), 1),
         "learner_sha256": learner_sha, "bad_images": len(prepared.bad_images),
     }
+    write_manifest(run_dir)  # after every artifact, before metrics.json marks the run complete
     atomic.write_json(run_dir / "metrics.json", result)
     atomic.write_json(run_dir / "status.json", {"status": "complete"})
     log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
@@ -204,15 +218,6 @@ def write_predictions(run_dir: Path, valid: pd.DataFrame, valid_probs: np.ndarra
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:  # np.save on a path would append ".npy" to the temp name
         np.save(f, np.asarray(arr, dtype=np.float32))
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (identifies learners this toolkit wrote)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def config_of(run_dir: Path) -> TrainConfig:

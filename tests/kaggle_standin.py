@@ -4,7 +4,8 @@ With KAGGLE_API_ENVIRONMENT=TEST, kagglesdk sends every call to http://localhost
 as a JSON POST. ``competition_submit`` makes three: StartSubmissionUpload (answered with a blob token and an
 upload URL), a PUT of the file's bytes to that URL, and CreateSubmission (with the token and the message).
 The stand-in answers them as Kaggle does, records every request, and fails any step on demand with a given
-HTTP status (``standin.fail["CreateSubmission"] = 429``), answering with Kaggle's JSON error shape.
+HTTP status (``standin.fail["CreateSubmission"] = 429``), answering with Kaggle's JSON error shape, or answers
+it late (``standin.delay["StartSubmissionUpload"] = 3.0`` seconds) to exercise the client's timeouts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,15 +45,18 @@ class StandIn:
     uploads: dict[str, bytes] = field(default_factory=dict)  # blob token -> bytes received
     submissions: list[dict[str, Any]] = field(default_factory=list)  # what CreateSubmission received
     fail: dict[str, int] = field(default_factory=dict)  # step ("StartSubmissionUpload", "upload", ...) -> status
+    delay: dict[str, float] = field(default_factory=dict)  # step -> seconds to wait before answering
 
     def reset(self) -> None:
         self.requests.clear()
         self.uploads.clear()
         self.submissions.clear()
         self.fail.clear()
+        self.delay.clear()
 
     def answer(self, step: str, request: Request) -> tuple[int, dict[str, Any]]:
         """Status and JSON body for one step of the API."""
+        time.sleep(self.delay.get(step, 0.0))
         if step in self.fail:
             status = self.fail[step]
             return status, {"code": status, "message": f"stand-in says {status} to {step}"}
@@ -112,11 +117,16 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                 step = "unknown"
             status, body = state.answer(step, request)
             payload = json.dumps(body).encode()
+            if self.wfile.closed:
+                return
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out first (see ``delay``)
+                pass
 
         do_POST = do_PUT = do_GET = _serve
 

@@ -399,3 +399,42 @@ def test_listing_shows_validation_and_public_scores(written: Path, standin):
     assert row["public_score"] == "0.9123" and row["ref"] == 1001
     [offline] = S.submission_rows(S.read_records(written.parent))
     assert offline["public_score"] is None
+
+
+# --------------------------------------------------------------------------- Kaggle failures seen from the CLI
+@pytest.mark.parametrize("fault, phrase", [
+    ({"fail": 401}, "check that your key or token is current"),
+    ({"fail": 403}, "accept the rules of 'deepfake-comp'"),
+    ({"fail": 429}, "wait, then retry"),
+    ({"fail": 500}, "server error (500): retry later"),
+    ({"delay": 3.0}, "did not answer within 1 s: retry later"),
+])
+def test_the_cli_reports_each_kaggle_failure_in_one_line_and_keeps_the_files(written: Path, standin, monkeypatch,
+                                                                              capsys, fault, phrase):
+    from deepfake_fastai import cli
+
+    monkeypatch.setattr(submissions_io, "READ_TIMEOUT_S", 1.0)
+    for kind, value in fault.items():
+        getattr(standin, kind)["StartSubmissionUpload"] = value
+    csv_before, record_before = written.read_bytes(), json.loads(written.with_suffix(".json").read_text())
+    assert cli.main(["submit", str(written), "-m", "will fail"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and phrase in err and "Traceback" not in err
+    assert SECRET not in err and not standin.submissions
+    assert written.read_bytes() == csv_before  # the submission and its record are kept, the attempt added
+    record = json.loads(written.with_suffix(".json").read_text())
+    assert {**record, "kaggle": []} == {**record_before, "kaggle": []} and record["kaggle"][-1]["status"] == "failed"
+
+
+@pytest.mark.parametrize("fault", [{"fail": 401}, {"fail": 500}, {"delay": 3.0}])
+def test_the_listing_goes_on_without_public_scores_when_kaggle_fails(written: Path, standin, monkeypatch, capsys,
+                                                                      caplog, fault):
+    from deepfake_fastai import cli
+
+    monkeypatch.setattr(submissions_io, "READ_TIMEOUT_S", 1.0)
+    S.submit_file(written, "first")
+    for kind, value in fault.items():
+        getattr(standin, kind)["ListSubmissions"] = value
+    assert cli.main(["submissions", "--out-dir", str(written.parent)]) == 0
+    assert written.name in capsys.readouterr().out and "public scores unavailable" in caplog.text
+    assert SECRET not in caplog.text

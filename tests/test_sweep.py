@@ -97,3 +97,18 @@ def test_check_catches_unknown_archs_and_missing_data_paths(tmp_path):
         preflight(load_sweep(f))
     with pytest.raises(ConfigError, match="--limit must be at least 1"):
         preflight(load_sweep(f), limit=-1)
+
+
+def test_an_impossible_size_for_an_arch_fails_before_any_run(tmp_path):
+    from deepfake_fastai.models import ArchError, check_size
+    from deepfake_fastai.sweep import preflight
+
+    f = tmp_path / "s.yaml"
+    f.write_text(f"name: s\ndata: {{source: folder, path: {tmp_path}}}\n"
+                 f"runs: [{{arch: test_resnet, size: 32}}, {{arch: test_convnext, size: 2}}]\n")
+    with pytest.raises(ArchError, match=r"'test_convnext' cannot take 2 px images \(.*Kernel size.*e.g. 32 px works"):
+        preflight(load_sweep(f))
+    with pytest.raises(ArchError, match=r"'test_vit' cannot take 20 px images \(.*divisible by patch size"):
+        check_size("test_vit", 20)
+    check_size("test_vit", 32)
+    assert not (tmp_path / "runs").exists()

@@ -208,6 +208,19 @@ def test_saved_model_reproduces_the_validation_probabilities(runs):
     np.testing.assert_allclose(traces.positive_probs(model, x), np.load(em.run_dir / "valid_probs.npy"), atol=1e-6)
 
 
+def test_a_changed_model_file_is_not_unpickled(runs, tmp_path):
+    _, em, _ = runs
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("metrics.json", "manifest.json", "model.pkl"):
+        (copy / name).write_bytes((em.run_dir / name).read_bytes())
+    assert "model.pkl" in json.loads((copy / "manifest.json").read_text())["files"]
+    traces.load_model(copy)  # the manifest vouches for it
+    (copy / "model.pkl").write_bytes((copy / "model.pkl").read_bytes() + b"\0")
+    with pytest.raises(PermissionError, match=r"model.pkl changed since .*manifest.json.*trust=True"):
+        traces.load_model(copy)
+
+
 def test_em_traces_and_cnn_runs_ensemble(runs):
     _, em, cnn = runs
     loaded = load_runs([cnn.run_dir, em.run_dir])
