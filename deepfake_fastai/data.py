@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from . import atomic
 from .config import DataConfig
+from .manifest import file_sha256
 from .netcheck import reachable
 
 log = logging.getLogger(__name__)
@@ -380,18 +381,10 @@ def find_leaks(labelled: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     by_hash: dict[tuple[int, str], str] = {}
     for image_id, src in zip(labelled.id, labelled.source, strict=True):
         if sizes.get(src) in test_sizes:
-            by_hash.setdefault((sizes[src], _file_hash(src)), image_id)
+            by_hash.setdefault((sizes[src], file_sha256(src)), image_id)
     rows = [(tid, by_hash[key]) for tid, src in zip(test.id, test.source, strict=True)
-            if src in sizes and (key := (sizes[src], _file_hash(src))) in by_hash]
+            if src in sizes and (key := (sizes[src], file_sha256(src))) in by_hash]
     return pd.DataFrame(rows, columns=["test_id", "labelled_id"])
-
-
-def _file_hash(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_unseen(root: Path) -> pd.DataFrame:
