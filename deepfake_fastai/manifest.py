@@ -83,3 +83,12 @@ def check(path: Path, trust: bool = False) -> None:
     if not trust:
         raise UntrustedFile(f"{path} was not written by deepfake_fastai ({reason}). {UNSAFE_HELP}.")
     log.warning("loading %s although %s: unpickling runs arbitrary code from it (trust=True)", path, reason)
+
+
+def load_pickle(path: Path, trust: bool = False) -> Any:
+    """Unpickle ``path`` once ``check`` has passed: the one place the toolkit unpickles a file itself
+    (learners go through fastai's load_learner after the same check)."""
+    import pickle
+
+    check(path, trust)
+    return pickle.loads(Path(path).read_bytes())

@@ -330,9 +330,7 @@ def load_model(run_dir: Path, trust: bool = False):
     (``trust=True`` loads it anyway, with a warning: unpickling runs code)."""
     from . import manifest
 
-    path = Path(run_dir) / MODEL_FILE
-    manifest.check(path, trust)
-    return pickle.loads(path.read_bytes())
+    return manifest.load_pickle(Path(run_dir) / MODEL_FILE, trust)
 
 
 # ---------------------------------------------------------------------------------------------- figures

@@ -37,3 +37,24 @@ def test_without_accumulation_micro_batches_step_separately():
     one_step = _weights_after_one_epoch_of_8(TrainConfig(bs=8, accum=1))
     four_steps = _weights_after_one_epoch_of_8(TrainConfig(bs=2, accum=1))
     assert not torch.allclose(one_step, four_steps, atol=1e-4)
+
+
+def test_the_fused_optimizer_makes_the_same_steps_as_fastais_adam():
+    import torch
+    from fastai.optimizer import Adam
+
+    from deepfake_fastai.learner import ADAMW
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    theirs.load_state_dict(ours.state_dict())
+    opts = [ADAMW(list(ours.parameters()), lr=0.01), Adam(list(theirs.parameters()), lr=0.01)]
+    for step in range(5):  # several steps: a different second-moment decay (torch's 0.999) shows from step 2
+        grads = [torch.randn_like(p) for p in ours.parameters()]
+        for model, opt in zip((ours, theirs), opts, strict=True):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
