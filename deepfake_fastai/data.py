@@ -338,9 +338,8 @@ def list_test(root: Path) -> pd.DataFrame:
     return frame
 
 
-def check_test_set(root: Path, labelled: pd.DataFrame, report: Path) -> pd.DataFrame:
-    """The test folder against the labelled images and the sample submission; returns the leaks found."""
-    test = list_test(root)
+def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, report: Path) -> pd.DataFrame:
+    """The test folder (``list_test``) against the labelled images and the sample submission; returns the leaks."""
     if _beside(root, "test").is_dir() and test.empty:
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
@@ -562,10 +561,11 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     store = Path(cfg.data_dir) / "cache" / key
     split_file = store / split_name(cfg.valid_pct, cfg.test_pct, cfg.split_seed)
     split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
-    check_test_set(root, labelled, store / "leaks.csv")
+    listed_test = list_test(root)
+    check_test_set(root, labelled, listed_test, store / "leaks.csv")
     warn_if_shrinking(labelled.source, max_px)
     cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
-    test = build_cache(list_test(root), store / f"{max_px}px" / "_test", max_px, workers)
+    test = build_cache(listed_test, store / f"{max_px}px" / "_test", max_px, workers)
     unseen = build_cache(list_unseen(root), store / f"{max_px}px" / "_unseen", max_px, workers)
     bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
     bad = pd.concat([bad, skipped_entries(cfg, root)], ignore_index=True)

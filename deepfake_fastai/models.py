@@ -48,6 +48,8 @@ def check_arch(arch: str) -> None:
 def check_size(arch: str, size: int) -> None:
     """Raise ArchError unless ``arch`` takes ``size`` px images: a forward pass on the meta device (shapes only:
     no memory, well under a second), so an impossible size fails before any data work."""
+    if arch == TRACES_ARCH:  # no network: any size its features can be computed at (and no torch import)
+        return
     fails = _size_error(arch, size)
     if fails is None:
         return
