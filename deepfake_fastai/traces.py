@@ -11,9 +11,11 @@ The algorithm, per channel (both modes start from ordinary least squares, weight
     mixture:  s2 = sum(w r^2) / sum(w);  w = p N(r; 0, s2) / (p N(r; 0, s2) + (1 - p) OUTLIER_DENSITY),
               p = mean(w)                 (linear-correlation Gaussian vs a uniform outlier model, the paper's EM)
     a = pinv(X^T W X) X^T W y             weighted least squares
-Vectorised: the neighbour matrix is a strided view (numpy) or ``unfold`` (torch), every (image, channel) pair is
-one batched problem, chunks run on all cores. A run (``arch: em_traces``) writes the same run folder as a CNN
-run, with the fitted scikit-learn pipeline as ``model.pkl`` instead of ``learner.pkl``.
+No Python loop over pixels: on the CPU, compiled kernels (``em_kernels``, numba) do the per-pixel passes of an
+iteration (residual -> weight exponent; weighted moments X^T W [X y]), each in one read of the plane; numpy does
+exp, the variances and the solves for a group of planes at once; thread tasks run on all cores. ``unfold`` +
+batched matmul in torch is the GPU path. A run (``arch: em_traces``) writes the same run folder as a CNN run,
+with the fitted scikit-learn pipeline as ``model.pkl`` instead of ``learner.pkl``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from . import atomic, metrics
+from . import atomic, em_kernels, metrics
 from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
 from .manifest import file_sha256
 from .manifest import write as write_manifest
@@ -45,7 +47,9 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pkl"  # the fitted StandardScaler + classifier pipeline (instead of learner.pkl)
 OUTLIER_DENSITY = 1.0  # mixture mode: uniform density of the outlier model over the [0, 1] pixel range
 MIN_VAR = 1e-12  # floor of sigma^2: a flat channel has zero residuals and must not divide by zero
-CHUNK_ELEMS = 1 << 20  # design-matrix elements per batch (8 MiB in float64): stays in cache, bounded memory
+CHUNK_PX = 1 << 18  # pixels (all channels) per thread task: enough work to amortise the task, bounded memory
+PINV_RCOND = 1e-15  # numpy's default cut-off of the pseudo-inverse, relative to the largest eigenvalue
+EM_BATCH_PX = 1 << 18  # pixels per group of planes in one EM: amortises the per-call cost of numpy (eigh: ~60 us)
 FEATURE_VERSION = 1  # bump when the features change, so no cache file of the old algorithm is reused
 CHANNELS = ("R", "G", "B")
 
@@ -81,61 +85,135 @@ def feature_names(kernel: int = 3) -> list[str]:
     return [f"{c}({dy:+d},{dx:+d})" for c in CHANNELS for dy, dx in offsets]
 
 
-# ------------------------------------------------------------------------------------------- numpy core
+# --------------------------------------------------------------------------------------------- CPU core
 def design(planes: np.ndarray, kernel: int) -> np.ndarray:
-    """(N, H, W) planes -> (N, k*k, H*W): the k*k-1 neighbours of every pixel (reflect padded), then the pixel.
-
-    The neighbour matrix is a strided window view; the pixel itself rides along as the last row, so one matrix
-    product gives both X^T W X and X^T W y, and one more the residuals.
-    """
+    """(N, H, W) planes -> (N, k*k, H*W): the k*k-1 neighbours of every pixel (reflect padded), then the pixel."""
     h, (n, hgt, wid) = kernel // 2, planes.shape
     padded = np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect")
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
-    centre = kernel * kernel // 2
-    order = [i for i in range(kernel * kernel) if i != centre] + [centre]
     z = np.empty((n, kernel * kernel, hgt, wid))
-    for row, i in enumerate(order):  # k*k strided copies, not one per pixel
-        z[:, row] = windows[:, :, :, i // kernel, i % kernel]
+    for row, (dy, dx) in enumerate(em_kernels.offsets(kernel)):  # k*k strided copies, not one per pixel
+        z[:, row] = windows[:, :, :, dy, dx]
     return z.reshape(n, kernel * kernel, hgt * wid)
 
 
-def _wls(z: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least squares per plane with the pseudo-inverse: (N, m+1, P), (N, P) -> (N, m)."""
-    moments = (z * w[:, None, :]) @ z.transpose(0, 2, 1)  # [[X^T W X, X^T W y], [., .]]
-    m = z.shape[1] - 1
-    return (np.linalg.pinv(moments[:, :m, :m], hermitian=True) @ moments[:, :m, m:])[:, :, 0]
+class _Compiled:
+    """The per-pixel passes of an EM iteration as compiled kernels over the padded planes (see ``em_kernels``)."""
+
+    def __init__(self, planes: np.ndarray, kernel: int):
+        h = kernel // 2
+        self.padded = np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect")
+        self.kernel = kernel
+        self.shape = (len(planes), kernel * kernel, planes.shape[1] * planes.shape[2])
+
+    def exponents(self, coef: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        out = np.empty((self.shape[0], self.shape[2]))
+        em_kernels.compiled("exponents", self.kernel)(self.padded, np.ascontiguousarray(coef), scale, shift, out)
+        return out
+
+    def moments(self, e: np.ndarray, logistic: bool) -> tuple[np.ndarray, np.ndarray]:
+        out, wsum = np.empty((self.shape[0], self.shape[1], self.shape[1])), np.empty(self.shape[0])
+        em_kernels.compiled("moments_logistic" if logistic else "moments", self.kernel)(self.padded, e, out, wsum)
+        return out, wsum
 
 
-def _gauss(r2: np.ndarray, var: np.ndarray) -> np.ndarray:
-    return np.exp(-r2 / (2 * var)) / np.sqrt(2 * np.pi * var)
+class _Design:
+    """The same passes in numpy over the design matrix: any window size, slower (memory-bound)."""
+
+    def __init__(self, planes: np.ndarray, kernel: int):
+        self.z = design(planes, kernel)
+        self.shape = self.z.shape
+
+    def exponents(self, coef: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        r = (coef[:, None, :] @ self.z)[:, 0, :]
+        return np.minimum(r * r * scale[:, None] + shift[:, None], em_kernels.MAX_EXPONENT)
+
+    def moments(self, e: np.ndarray, logistic: bool) -> tuple[np.ndarray, np.ndarray]:
+        w = 1 / (1 + e) if logistic else e
+        return (self.z * w[:, None, :]) @ self.z.transpose(0, 2, 1), w.sum(1)
 
 
-def em_planes(planes: np.ndarray, params: EMParams) -> np.ndarray:
-    """EM kernel coefficients of each (H, W) plane in [0, 1]: (N, H, W) -> (N, k*k-1)."""
-    z = design(planes.astype(np.float64, copy=False), params.kernel)
-    w = np.ones((z.shape[0], z.shape[2]))
-    prior = np.full((len(z), 1), 0.5)  # mixture: share of pixels the linear model explains
-    a = _wls(z, w)
+def window_passes(planes: np.ndarray, kernel: int, compiled: bool | None = None) -> _Compiled | _Design:
+    """The EM passes for these planes: compiled kernels when the window allows (default), else numpy."""
+    planes = planes.astype(np.float64, copy=False)
+    use_compiled = kernel <= em_kernels.MAX_KERNEL if compiled is None else compiled
+    return _Compiled(planes, kernel) if use_compiled else _Design(planes, kernel)
+
+
+def solve_pinv(moments: np.ndarray) -> np.ndarray:
+    """Weighted least squares per plane: pinv(X^T W X) X^T W y from [[X^T W X, X^T W y], [., .]] (N, m+1, m+1).
+
+    The pseudo-inverse of the symmetric Gram matrix from its eigen-decomposition with numpy's default cut-off
+    (1e-15 of the largest magnitude): what ``np.linalg.pinv(hermitian=True)`` does, at half its cost per call.
+    """
+    m = moments.shape[1] - 1
+    vals, vecs = np.linalg.eigh(moments[:, :m, :m])
+    mag = np.abs(vals)
+    keep = mag > PINV_RCOND * mag.max(1, keepdims=True)
+    inv = np.divide(1.0, vals, out=np.zeros_like(vals), where=keep)
+    return (vecs @ (inv[:, :, None] * (vecs.transpose(0, 2, 1) @ moments[:, :m, m:])))[:, :, 0]
+
+
+def em_planes(planes: np.ndarray, params: EMParams, compiled: bool | None = None) -> np.ndarray:
+    """EM kernel coefficients of each (H, W) plane in [0, 1]: (N, H, W) -> (N, k*k-1).
+
+    The variance of the new residuals needs no pass of its own: sum_p w_p r_p^2 = c^T M c for the residual
+    coefficients c = [-a, 1] and the moments M = sum_p w_p z z^T of the weights w that gave a (all ones for
+    the Gaussian mode's plain mean).
+    """
+    passes = window_passes(planes, params.kernel, compiled)
+    n, _, n_px = passes.shape
+    plain, n_w = passes.moments(np.ones((n, n_px)), logistic=False)  # unweighted: the least-squares start
+    moments, prior = plain, np.full(n, 0.5)  # mixture: share of pixels the linear model explains
+    a = solve_pinv(moments)
     for _ in range(params.n_iter):
-        coef = np.concatenate([-a, np.ones((len(a), 1))], axis=1)  # residual r = y - X a = [-a, 1] . z
-        r2 = (coef[:, None, :] @ z)[:, 0, :] ** 2
+        coef = np.concatenate([-a, np.ones((n, 1))], axis=1)  # r = y - X a = [-a, 1] . z
         if params.mode == "gaussian":
-            var = np.maximum(r2.mean(1, keepdims=True), MIN_VAR)
-            w = np.exp(-r2 / (2 * var))
+            var = np.maximum(_quadratic(coef, plain) / n_px, MIN_VAR)
+            e = _exp(passes.exponents(coef, -0.5 / var, np.zeros(n)))  # w = exp(-r^2 / (2 s2))
+            moments, n_w = passes.moments(e, logistic=False)
         else:
-            var = np.maximum((w * r2).sum(1, keepdims=True) / w.sum(1, keepdims=True), MIN_VAR)
-            inlier = prior * _gauss(r2, var)
-            w = inlier / (inlier + (1 - prior) * OUTLIER_DENSITY)
-            prior = w.mean(1, keepdims=True)
-        a = _wls(z, w)
+            var = np.maximum(_quadratic(coef, moments) / n_w, MIN_VAR)  # sum(w r^2) / sum(w), w of the last step
+            e = _exp(passes.exponents(coef, 0.5 / var, _log_outlier_odds(prior, var)))
+            moments, n_w = passes.moments(e, logistic=True)  # w = 1 / (1 + e): the posterior, see below
+            prior = n_w / n_px
+        a = solve_pinv(moments)
     return a
 
 
-def em_features(images: np.ndarray, params: EMParams) -> np.ndarray:
-    """(B, H, W, 3) images in [0, 1] -> (B, 3 * (k*k-1)) features, channel-major (R coefficients first)."""
+def _exp(t: np.ndarray) -> np.ndarray:
+    return np.exp(t, out=t)  # in place: one buffer per pass, kept in cache
+
+
+def _quadratic(coef: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """c^T M c per plane."""
+    return np.einsum("ni,nij,nj->n", coef, moments, coef)
+
+
+def _log_outlier_odds(prior: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """log((1 - p) U sqrt(2 pi s2) / p): the mixture's posterior p N(r; 0, s2) / (p N + (1 - p) U) is
+    1 / (1 + exp(r^2 / (2 s2) + this)), one exp per pixel and no division by an underflowed density.
+    p = 1 gives -inf (weight 1), p = 0 gives +inf (weight 0, through the exponent's cap)."""
+    with np.errstate(divide="ignore"):
+        return np.log((1 - prior) * OUTLIER_DENSITY) + 0.5 * np.log(2 * np.pi * var) - np.log(prior)
+
+
+def em_features(images: np.ndarray, params: EMParams, compiled: bool | None = None) -> np.ndarray:
+    """(B, H, W, 3) images, uint8 or float in [0, 1] -> (B, 3 * (k*k-1)) features, channel-major (R first).
+
+    Planes go through EM in groups of about ``EM_BATCH_PX`` pixels: numpy's per-call cost is paid per group,
+    memory stays bounded, and uint8 images become float64 a group at a time.
+    """
     b, hgt, wid, c = images.shape
     planes = np.moveaxis(images, 3, 1).reshape(b * c, hgt, wid)
-    return em_planes(planes, params).reshape(b, c * params.n_coef)
+    step = max(1, EM_BATCH_PX // (hgt * wid))
+    groups = [em_planes(unit_range(planes[i:i + step]), params, compiled) for i in range(0, len(planes), step)]
+    return np.concatenate(groups).reshape(b, c * params.n_coef)
+
+
+def unit_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8 -> float64 in [0, 1] (x / 255, as ``load_image``); float arrays as they are."""
+    return pixels / 255.0 if pixels.dtype == np.uint8 else pixels
 
 
 # ------------------------------------------------------------------------------------------- torch core
@@ -145,6 +223,7 @@ def em_features_torch(images: np.ndarray, params: EMParams, device: str | None =
     import torch.nn.functional as F
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images = unit_range(images)
     b, hgt, wid, c = images.shape
     planes = torch.as_tensor(images, dtype=torch.float64, device=dev).permute(0, 3, 1, 2).reshape(b * c, 1, hgt, wid)
     h = params.kernel // 2
@@ -174,28 +253,33 @@ def em_features_torch(images: np.ndarray, params: EMParams, device: str | None =
 
 
 def pick_backend(backend: str = "auto") -> str:
-    """numpy | torch; ``auto``: torch when a CUDA GPU is there, else numpy (faster on CPU threads)."""
+    """cpu | torch; ``auto``: torch when a CUDA GPU is there, else cpu (compiled kernels on CPU threads)."""
     if backend != "auto":
-        if backend not in ("numpy", "torch"):
-            raise ValueError(f"backend must be auto, numpy or torch; got '{backend}'")
+        if backend not in ("cpu", "torch"):
+            raise ValueError(f"backend must be auto, cpu or torch; got '{backend}'")
         return backend
     try:
         import torch
     except ImportError:
-        return "numpy"
-    return "torch" if torch.cuda.is_available() else "numpy"
+        return "cpu"
+    return "torch" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------- many image files
 def load_image(path: str | Path) -> np.ndarray:
     """An image file as (H, W, 3) float64 in [0, 1]."""
+    return unit_range(load_rgb8(path))
+
+
+def load_rgb8(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8: an eighth of the bytes to stack and reorder as float64."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+        return np.asarray(img.convert("RGB"))
 
 
 def _featurise_chunk(paths: Sequence[str], params: EMParams, backend: str) -> np.ndarray:
     """Load and featurise a few files; same-shape images are stacked into one batch."""
-    images = [load_image(p) for p in paths]
+    images = [load_rgb8(p) for p in paths]
     out = np.empty((len(images), 3 * params.n_coef))
     fn = em_features_torch if backend == "torch" else em_features
     for shape in {im.shape for im in images}:
@@ -216,13 +300,13 @@ def featurise_paths(paths: Sequence[str], params: EMParams, backend: str = "auto
         return np.zeros((0, 3 * params.n_coef))
     backend = pick_backend(backend)
     with Image.open(paths[0]) as first:
-        per_image = first.size[0] * first.size[1] * 3 * params.kernel ** 2
-    size = max(1, CHUNK_ELEMS // per_image) * (8 if backend == "torch" else 1)  # a GPU wants big batches
+        per_image = first.size[0] * first.size[1] * 3
+    size = max(1, CHUNK_PX // per_image) * (8 if backend == "torch" else 1)  # a GPU wants big batches
     workers = 1 if backend == "torch" else (workers or os.cpu_count() or 1)
     chunks = _chunks(paths, size)
     if len(chunks) < workers * 4:  # smaller chunks so that every core gets several
         chunks = _chunks(paths, max(1, -(-len(paths) // (workers * 4))))
-    with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # numpy/PIL release the GIL: threads suffice
+    with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # kernels, numpy, PIL release the GIL
         results = pool.map(lambda c: _featurise_chunk(c, params, backend), chunks)
         return np.concatenate(list(_progress(results, len(chunks), len(paths), progress)))
 
@@ -291,12 +375,14 @@ def _write_cache(file: Path, known: dict[str, tuple[int, np.ndarray]]) -> None:
 
 # ------------------------------------------------------------------------------------------- classifiers
 def _classifier_table(seed: int) -> dict[str, Callable[[], Any]]:
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC
 
     return {
-        "svc": lambda: SVC(probability=True, random_state=seed),
+        # Platt-scaled SVC: what SVC(probability=True) did, in the form scikit-learn keeps after 1.11
+        "svc": lambda: CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", cv=5, ensemble=False),
         "rf": lambda: RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1),
         "logreg": lambda: LogisticRegression(max_iter=1000),
         "hgb": lambda: HistGradientBoostingClassifier(random_state=seed),

@@ -49,7 +49,7 @@ def test_the_fused_optimizer_makes_the_same_steps_as_fastais_adam():
     ours, theirs = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
     theirs.load_state_dict(ours.state_dict())
     opts = [ADAMW(list(ours.parameters()), lr=0.01), Adam(list(theirs.parameters()), lr=0.01)]
-    for step in range(5):  # several steps: a different second-moment decay (torch's 0.999) shows from step 2
+    for _ in range(5):  # several steps: a different second-moment decay (torch's 0.999) shows from step 2
         grads = [torch.randn_like(p) for p in ours.parameters()]
         for model, opt in zip((ours, theirs), opts, strict=True):
             for p, g in zip(model.parameters(), grads, strict=True):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake_fastai import traces
+from deepfake_fastai import em_kernels, traces
 from deepfake_fastai.config import ConfigError, TrainConfig
 from deepfake_fastai.ensemble import build, load_runs
 from deepfake_fastai.metrics import classification
@@ -74,7 +74,8 @@ def reference_features(image: np.ndarray, mode: str, n_iter: int = 10, kernel: i
 def check_parity(images: np.ndarray, mode: str, n_iter: int = 10, kernel: int = 3) -> None:
     params = EMParams(mode, n_iter, kernel)
     ref = np.stack([reference_features(im, mode, n_iter, kernel) for im in images])
-    np.testing.assert_allclose(em_features(images, params), ref, atol=1e-4)
+    np.testing.assert_allclose(em_features(images, params), ref, atol=1e-4)  # compiled kernels up to 3x3
+    np.testing.assert_allclose(em_features(images, params, compiled=False), ref, atol=1e-4)  # numpy passes
     np.testing.assert_allclose(em_features_torch(images, params, device="cpu"), ref, atol=1e-4)
 
 
@@ -144,6 +145,54 @@ def test_mixture_mode_differs_from_gaussian_on_plain_images():
 def test_flat_image_gives_finite_features():
     """A constant channel has zero residuals and a singular system: the floor on sigma^2 and pinv keep it finite."""
     assert np.isfinite(em_features(np.full((1, 8, 8, 3), 0.5), EMParams("mixture"))).all()
+
+
+# ---------------------------------------------------------------------------------------- compiled kernels
+def test_compiled_passes_equal_the_numpy_passes():
+    """Each fused kernel against the design-matrix version: residual exponents (with the cap and -inf), both
+    weightings of the moments, on a plane whose sides differ (rows and columns not swapped)."""
+    planes = np.random.default_rng(5).random((3, 7, 11))
+    fast, slow = traces.window_passes(planes, 3, compiled=True), traces.window_passes(planes, 3, compiled=False)
+    coef = np.random.default_rng(6).normal(size=(3, 9))
+    scale, shift = np.array([-2.0, 3.0, 1e6]), np.array([0.0, -np.inf, 1.0])
+    t_fast, t_slow = fast.exponents(coef, scale, shift), slow.exponents(coef, scale, shift)
+    np.testing.assert_allclose(t_fast, t_slow, rtol=1e-12)
+    assert (t_fast[1] == -np.inf).all() and t_fast[2].max() == em_kernels.MAX_EXPONENT
+    e = np.exp(np.minimum(t_fast, 5.0))
+    for logistic in (False, True):
+        (m_fast, w_fast), (m_slow, w_slow) = fast.moments(e, logistic), slow.moments(e, logistic)
+        np.testing.assert_allclose(m_fast, m_slow, rtol=1e-12)
+        np.testing.assert_allclose(w_fast, w_slow, rtol=1e-12)
+    assert not np.allclose(fast.moments(e, True)[0], fast.moments(e, False)[0])
+
+
+def test_mixture_posterior_in_odds_form_equals_the_density_form():
+    """1 / (1 + exp(r^2 / (2 s2) + log odds)) is p N(r; 0, s2) / (p N + (1 - p) U); p = 0 and 1 stay finite."""
+    r2 = np.array([0.0, 1e-4, 1e-2, 0.5])
+    for prior, var in [(0.5, 1e-3), (0.9, 1e-2), (0.01, 0.2)]:
+        density = prior * np.exp(-r2 / (2 * var)) / np.sqrt(2 * np.pi * var)
+        direct = density / (density + (1 - prior) * traces.OUTLIER_DENSITY)
+        t = r2 / (2 * var) + traces._log_outlier_odds(np.array([prior]), np.array([var]))
+        np.testing.assert_allclose(1 / (1 + np.exp(np.minimum(t, em_kernels.MAX_EXPONENT))), direct, rtol=1e-12)
+    edges = traces._log_outlier_odds(np.array([0.0, 1.0]), np.array([1e-3, 1e-3]))
+    assert edges[0] == np.inf and edges[1] == -np.inf  # weight 0 (through the cap) and weight 1
+
+
+def test_uint8_images_give_the_features_of_their_float_values():
+    images = np.random.default_rng(7).integers(0, 256, (2, 9, 10, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(em_features(images, EMParams("mixture")),
+                                  em_features(images / 255.0, EMParams("mixture")))
+
+
+def test_kernels_compile_once_for_all_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        kernels = list(pool.map(lambda _: em_kernels.compiled("moments_logistic", 3), range(4)))
+    assert all(k is kernels[0] for k in kernels)
+    with pytest.raises(ValueError, match="up to 3x3"):
+        em_kernels.compiled("moments", 5)  # larger windows take the numpy passes (parity test above)
+    assert em_kernels.source(3).count("+= v") == 2 * 45  # every pair of the 9 window values, in both variants
 
 
 # -------------------------------------------------------------------------------------- config and names
