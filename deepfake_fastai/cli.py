@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepfake-fastai", description="Train, sweep, ensemble and submit AI-image detectors.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="only warnings and results (sweep: each run's console output goes to <run>/worker.log)")
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="prepare a data set (generate/download, cache, split) and summarise it",
                           parents=[common])
@@ -216,7 +217,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for cfg in preflight(sweep, args.limit):
             print(f"  {cfg.run_name}: {cfg.arch} item {cfg.resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
         return 0
-    rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address)
+    rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address, quiet=args.quiet)
     print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
     print(format_table(rows, sweep.metric))
     skipped = skipped_lines(rows)

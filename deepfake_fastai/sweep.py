@@ -175,14 +175,16 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 
 
 BACKENDS = ("local", "ray")
+WORKER_LOG = "worker.log"  # a run's console output (bars, epoch tables) when the sweep runs quiet
 
 
 def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None, backend: str = "local",
-              address: str | None = None) -> list[dict[str, Any]]:
+              address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
     """Run every incomplete run in its own subprocess; one failure never stops the others.
 
     backend "local" runs them one after another here; "ray" hands them to a Ray cluster (see ray_backend.py),
-    with the same run folders, leaderboard and resume semantics.
+    with the same run folders, leaderboard and resume semantics. ``quiet`` (local): each worker's console
+    output (progress bars, epoch tables) goes to ``<run>/worker.log`` instead of this console.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got '{backend}'")
@@ -203,16 +205,17 @@ def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None =
                 state[name] = record
                 atomic.write_json(out / "sweep_state.json", state)
         else:
-            _run_local(configs, python or sys.executable, sweep.oom_retry, state, out)
+            _run_local(configs, python or sys.executable, sweep.oom_retry, state, out, quiet)
         return write_leaderboard(sweep, configs, state)
 
 
-def _run_local(configs: list[TrainConfig], python: str, oom_retry: bool, state: dict, out: Path) -> None:
+def _run_local(configs: list[TrainConfig], python: str, oom_retry: bool, state: dict, out: Path,
+               quiet: bool = False) -> None:
     for i, cfg in enumerate(configs, 1):
         _announce(i, len(configs), cfg, state)
         if is_complete(out / cfg.run_name):
             continue
-        state[cfg.run_name] = run_one(cfg, python, oom_retry)
+        state[cfg.run_name] = run_one(cfg, python, oom_retry, quiet)
         atomic.write_json(out / "sweep_state.json", state)
 
 
@@ -223,27 +226,33 @@ def _announce(i: int, n: int, cfg: TrainConfig, state: dict) -> None:
     log.info("run %d/%d: %s%s%s", i, n, cfg.run_name, " (complete, skipped)" if done else "", "" if done else eta)
 
 
-def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True) -> dict[str, Any]:
+def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool = False) -> dict[str, Any]:
     """One run in a child process (retried once on CUDA OOM); returns its sweep-state record."""
     start = time.monotonic()
-    record = _attempt(cfg, python)
+    record = _attempt(cfg, python, quiet)
     if record["status"] != "complete" and oom_retry:
         retry = oom_retry_config(cfg, record.get("error", ""))
         if retry is not None:
             note = f"CUDA OOM: retried with micro-batch {retry.micro_bs} x accum {retry.accum} (same bs {retry.bs})"
             log.warning("%s: %s", cfg.run_name, note)
-            record = {**_attempt(retry, python), "note": note}
+            record = {**_attempt(retry, python, quiet), "note": note}
     record["wall_time_s"] = round(time.monotonic() - start, 1)
     if record["status"] != "complete":
-        log.error("%s failed: %s (the sweep goes on)", cfg.run_name, record.get("error"))
+        output = f"; its output: {Path(cfg.runs_dir) / cfg.run_name / WORKER_LOG}" if quiet else ""
+        log.error("%s failed: %s (the sweep goes on%s)", cfg.run_name, record.get("error"), output)
     return record
 
 
-def _attempt(cfg: TrainConfig, python: str) -> dict[str, Any]:
+def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],
-                          preexec_fn=_die_with_parent, check=False)
+    cmd = [python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")]
+    if quiet:  # a log, appended like train.log (every attempt), not an artifact
+        with open(run_dir / WORKER_LOG, "ab") as console:
+            proc = subprocess.run(cmd, preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT,
+                                  check=False)
+    else:
+        proc = subprocess.run(cmd, preexec_fn=_die_with_parent, check=False)
     record = read_record(run_dir)
     if proc.returncode and record.get("status") in ("running", "not started", "complete"):
         # killed before it could record anything itself (signal, OOM killer)

@@ -104,3 +104,20 @@ def test_runner_refuses_a_second_runner_on_the_same_sweep(tmp_path):
     with open(lock) as f:  # released afterwards
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert os.path.exists(lock)
+
+
+def test_quiet_sweep_sends_each_runs_console_output_to_its_worker_log(tiny_data, tmp_path):
+    """`sweep -q`: the console gets warnings and the leaderboard; bars and INFO lines land in <run>/worker.log."""
+    sweep = {"name": "hush", "runs_dir": str(tmp_path / "runs"), "metric": "auc",
+             "data": {"source": "folder", "path": str(tiny_data), "data_dir": str(tmp_path / "data")},
+             "defaults": {"size": 32}, "runs": [{"arch": "em_traces", "classifier": "logreg", "name": "T"}]}
+    path = tmp_path / "hush.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    done = subprocess.run([sys.executable, "-m", "deepfake_fastai.cli", "sweep", "-q", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    assert "leaderboard (auc)" in done.stdout and "T " in done.stdout
+    assert "INFO" not in console and "|---" not in console, console[-2000:]
+    worker_log = (tmp_path / "runs" / "hush" / "T" / "worker.log").read_text()
+    assert "INFO deepfake_fastai.traces: run T: AUC" in worker_log
