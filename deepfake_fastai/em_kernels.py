@@ -4,7 +4,7 @@ Each EM iteration needs, per plane, the weight of every pixel (a function of its
 moments sum_p w_p z_i z_j of the window values z (the k*k-1 neighbours, then the pixel itself). numpy does
 these as separate passes over a (k*k x pixels) design matrix, which is memory-bound; these kernels read the
 padded plane in place:
-  exponents:        t = min(scale * r^2 + shift, MAX_EXPONENT), r = sum_i coef_i z_i (the residual)
+  exponents:        t = scale * r^2 + shift, clipped to +-MAX_EXPONENT; r = sum_i coef_i z_i (the residual)
   moments:          sum_p w_p z_i z_j and sum_p w_p, with w = e (the caller's exp(t))
   moments_logistic: the same with w = 1 / (1 + e) (the mixture's posterior)
 numpy does exp(t) in between (its exp is vectorised, numba's is not).
@@ -22,7 +22,9 @@ from collections.abc import Callable
 from functools import lru_cache
 
 MAX_KERNEL = 3  # largest window side compiled here (45 sums, ~2 s to compile once per process)
-MAX_EXPONENT = 700.0  # cap of t: exp(709.8) overflows float64; 1 / (1 + e^700) is 0 to double precision
+# |t| is capped here: exp(+-600) and the products of a weight with pixel values (>= 1/255) stay normal floats
+# (subnormals make the moments 4x slower), and a weight of e^-600 or 1 / (1 + e^600) adds nothing to a sum
+MAX_EXPONENT = 600.0
 # C-contiguous float64 arrays, in argument order
 SIGNATURES = {
     "exponents": "void(f8[:, :, ::1], f8[:, ::1], f8[::1], f8[::1], f8[:, ::1])",  # padded, coef, scale, shift, t
@@ -49,7 +51,8 @@ def source(kernel: int) -> str:
     exponents = ["def exponents(padded, coef, scale, shift, t):", *head,
                  *(f"        c{i} = coef[p, {i}]" for i in range(len(offs))), *pixels,
                  "                r = " + " + ".join(f"c{i} * z{i}" for i in range(len(offs))),
-                 f"                t[p, y * wid + x] = min(scale[p] * r * r + shift[p], {MAX_EXPONENT})"]
+                 f"                t[p, y * wid + x] = min(max(scale[p] * r * r + shift[p], {-MAX_EXPONENT}), "
+                 f"{MAX_EXPONENT})"]
     plain = _moments_source("moments", "e[p, y * wid + x]", head, pixels, len(offs))
     logistic = _moments_source("moments_logistic", "1.0 / (1.0 + e[p, y * wid + x])", head, pixels, len(offs))
     return "\n\n\n".join("\n".join(f) for f in (exponents, plain, logistic)) + "\n"
@@ -78,7 +81,7 @@ def compiled(name: str, kernel: int) -> Callable:
 def _compile(name: str, kernel: int) -> Callable:
     import numba
 
-    namespace: dict = {"min": min}
+    namespace: dict = {"min": min, "max": max}
     exec(compile(source(kernel), f"<em_kernels k={kernel}>", "exec"), namespace)  # our own text, no input
     # reassoc lets LLVM split each sum across vector lanes (no fast-math assumptions about NaN or inf);
     # error_model numpy: no ZeroDivisionError check, whose branch would stop the division from vectorising

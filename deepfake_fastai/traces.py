@@ -102,7 +102,8 @@ class _Compiled:
 
     def __init__(self, planes: np.ndarray, kernel: int):
         h = kernel // 2
-        self.padded = np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect")
+        # C order for the kernels' signature: np.pad keeps Fortran order (a 1-pixel-high image's planes view)
+        self.padded = np.ascontiguousarray(np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect"))
         self.kernel = kernel
         self.shape = (len(planes), kernel * kernel, planes.shape[1] * planes.shape[2])
 
@@ -126,7 +127,7 @@ class _Design:
 
     def exponents(self, coef: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
         r = (coef[:, None, :] @ self.z)[:, 0, :]
-        return np.minimum(r * r * scale[:, None] + shift[:, None], em_kernels.MAX_EXPONENT)
+        return np.clip(r * r * scale[:, None] + shift[:, None], -em_kernels.MAX_EXPONENT, em_kernels.MAX_EXPONENT)
 
     def moments(self, e: np.ndarray, logistic: bool) -> tuple[np.ndarray, np.ndarray]:
         w = 1 / (1 + e) if logistic else e
@@ -193,7 +194,7 @@ def _quadratic(coef: np.ndarray, moments: np.ndarray) -> np.ndarray:
 def _log_outlier_odds(prior: np.ndarray, var: np.ndarray) -> np.ndarray:
     """log((1 - p) U sqrt(2 pi s2) / p): the mixture's posterior p N(r; 0, s2) / (p N + (1 - p) U) is
     1 / (1 + exp(r^2 / (2 s2) + this)), one exp per pixel and no division by an underflowed density.
-    p = 1 gives -inf (weight 1), p = 0 gives +inf (weight 0, through the exponent's cap)."""
+    p = 1 gives -inf (weight 1), p = 0 gives +inf (weight ~0): the exponent's clip keeps both finite."""
     with np.errstate(divide="ignore"):
         return np.log((1 - prior) * OUTLIER_DENSITY) + 0.5 * np.log(2 * np.pi * var) - np.log(prior)
 
@@ -223,14 +224,15 @@ def em_features_torch(images: np.ndarray, params: EMParams, device: str | None =
     import torch.nn.functional as F
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images = unit_range(images)
     b, hgt, wid, c = images.shape
-    planes = torch.as_tensor(images, dtype=torch.float64, device=dev).permute(0, 3, 1, 2).reshape(b * c, 1, hgt, wid)
     h = params.kernel // 2
-    cols = F.unfold(F.pad(planes, (h, h, h, h), mode="reflect"), params.kernel)  # (N, k*k, P)
+    # numpy pads: torch's reflect padding refuses sides of 1 pixel (and of h pixels), numpy's does not
+    padded = np.pad(np.moveaxis(unit_range(images), 3, 1).reshape(b * c, 1, hgt, wid),
+                    ((0, 0), (0, 0), (h, h), (h, h)), mode="reflect")
+    cols = F.unfold(torch.as_tensor(padded, dtype=torch.float64, device=dev), params.kernel)  # (N, k*k, P)
     keep = [i for i in range(params.kernel ** 2) if i != params.kernel ** 2 // 2]
     xt = cols[:, keep, :].contiguous()  # (N, m, P)
-    y = planes.reshape(b * c, -1)
+    y = cols[:, params.kernel ** 2 // 2, :].contiguous()  # the pixel itself
 
     def wls(w: torch.Tensor) -> torch.Tensor:
         xtw = xt * w[:, None, :]
