@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from functools import lru_cache
 
-MAX_KERNEL = 3  # largest window side compiled here (45 sums, ~2 s to compile once per process)
+MAX_KERNEL = 3  # largest window side compiled here (45 sums; ~1 s per kernel to compile, once per process)
 # |t| is capped here: exp(+-600) and the products of a weight with pixel values (>= 1/255) stay normal floats
 # (subnormals make the moments 4x slower), and a weight of e^-600 or 1 / (1 + e^600) adds nothing to a sum
 MAX_EXPONENT = 600.0
