@@ -246,13 +246,11 @@ def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool =
 def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    cmd = [python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")]
-    if quiet:  # a log, appended like train.log (every attempt), not an artifact
-        with open(run_dir / WORKER_LOG, "ab") as console:
-            proc = subprocess.run(cmd, preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT,
-                                  check=False)
-    else:
-        proc = subprocess.run(cmd, preexec_fn=_die_with_parent, check=False)
+    # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
+    with open(run_dir / WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
+        proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],
+                              preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
+                              check=False)
     record = read_record(run_dir)
     if proc.returncode and record.get("status") in ("running", "not started", "complete"):
         # killed before it could record anything itself (signal, OOM killer)
