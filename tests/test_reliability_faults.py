@@ -134,8 +134,9 @@ def _full_disk_for_e(real_save):
     return save
 
 
-def _worker_here(cmd, preexec_fn=None, check=False):
-    """subprocess.run for the sweep's worker command, run in this process (same code path, exit code)."""
+def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
+    """subprocess.run for the sweep's worker command, run in this process (same code path, exit code; its
+    output stays on this process's streams)."""
     from deepfake_fastai import worker
 
     old = signal.getsignal(signal.SIGTERM)
