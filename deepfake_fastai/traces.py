@@ -86,11 +86,17 @@ def feature_names(kernel: int = 3) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- CPU core
+def pad_planes(planes: np.ndarray, kernel: int) -> np.ndarray:
+    """(N, H, W) -> (N, H + k - 1, W + k - 1), reflect padded (numpy's: it also takes sides of 1 pixel), C order
+    (np.pad keeps Fortran order, which a 1-pixel-high image's planes view has; the kernels take C order only)."""
+    h = kernel // 2
+    return np.ascontiguousarray(np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect"))
+
+
 def design(planes: np.ndarray, kernel: int) -> np.ndarray:
     """(N, H, W) planes -> (N, k*k, H*W): the k*k-1 neighbours of every pixel (reflect padded), then the pixel."""
-    h, (n, hgt, wid) = kernel // 2, planes.shape
-    padded = np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
+    n, hgt, wid = planes.shape
+    windows = np.lib.stride_tricks.sliding_window_view(pad_planes(planes, kernel), (kernel, kernel), axis=(1, 2))
     z = np.empty((n, kernel * kernel, hgt, wid))
     for row, (dy, dx) in enumerate(em_kernels.offsets(kernel)):  # k*k strided copies, not one per pixel
         z[:, row] = windows[:, :, :, dy, dx]
@@ -101,9 +107,7 @@ class _Compiled:
     """The per-pixel passes of an EM iteration as compiled kernels over the padded planes (see ``em_kernels``)."""
 
     def __init__(self, planes: np.ndarray, kernel: int):
-        h = kernel // 2
-        # C order for the kernels' signature: np.pad keeps Fortran order (a 1-pixel-high image's planes view)
-        self.padded = np.ascontiguousarray(np.pad(planes, ((0, 0), (h, h), (h, h)), mode="reflect"))
+        self.padded = pad_planes(planes, kernel)
         self.kernel = kernel
         self.shape = (len(planes), kernel * kernel, planes.shape[1] * planes.shape[2])
 
@@ -213,7 +217,7 @@ def em_features(images: np.ndarray, params: EMParams, compiled: bool | None = No
 
 
 def unit_range(pixels: np.ndarray) -> np.ndarray:
-    """uint8 -> float64 in [0, 1] (x / 255, as ``load_image``); float arrays as they are."""
+    """uint8 -> float64 in [0, 1] (x / 255); float arrays as they are."""
     return pixels / 255.0 if pixels.dtype == np.uint8 else pixels
 
 
@@ -225,14 +229,12 @@ def em_features_torch(images: np.ndarray, params: EMParams, device: str | None =
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     b, hgt, wid, c = images.shape
-    h = params.kernel // 2
-    # numpy pads: torch's reflect padding refuses sides of 1 pixel (and of h pixels), numpy's does not
-    padded = np.pad(np.moveaxis(unit_range(images), 3, 1).reshape(b * c, 1, hgt, wid),
-                    ((0, 0), (0, 0), (h, h), (h, h)), mode="reflect")
-    cols = F.unfold(torch.as_tensor(padded, dtype=torch.float64, device=dev), params.kernel)  # (N, k*k, P)
-    keep = [i for i in range(params.kernel ** 2) if i != params.kernel ** 2 // 2]
-    xt = cols[:, keep, :].contiguous()  # (N, m, P)
-    y = cols[:, params.kernel ** 2 // 2, :].contiguous()  # the pixel itself
+    k = params.kernel
+    padded = pad_planes(np.moveaxis(unit_range(images), 3, 1).reshape(b * c, hgt, wid), k)  # torch's refuses 1 px
+    cols = F.unfold(torch.as_tensor(padded[:, None], dtype=torch.float64, device=dev), k)  # (N, k*k, P)
+    order = [dy * k + dx for dy, dx in em_kernels.offsets(k)]  # unfold's raster order -> neighbours, then pixel
+    xt = cols[:, order[:-1], :].contiguous()  # (N, m, P)
+    y = cols[:, order[-1], :].contiguous()  # the pixel itself
 
     def wls(w: torch.Tensor) -> torch.Tensor:
         xtw = xt * w[:, None, :]
@@ -268,11 +270,6 @@ def pick_backend(backend: str = "auto") -> str:
 
 
 # ------------------------------------------------------------------------------------- many image files
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) float64 in [0, 1]."""
-    return unit_range(load_rgb8(path))
-
-
 def load_rgb8(path: str | Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8: an eighth of the bytes to stack and reorder as float64."""
     with Image.open(path) as img:
