@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from fastai.callback.mixup import MixUp
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import SaveModelCallback
 from fastai.data.block import ColReader, ColSplitter, DataBlock, RegressionBlock
-from fastai.learner import Learner
+from fastai.learner import Learner, save_model
 from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.optimizer import Adam
@@ -98,11 +97,10 @@ def build(cfg: TrainConfig, dls, run_dir: Path) -> Learner:
 
 
 def save_atomic(learn: Learner, name: str, with_opt: bool) -> Path:
-    """learn.save to a temp name, then rename onto <name>.pth: a kill mid-save never leaves a torn checkpoint."""
-    tmp = learn.save(f".tmp-{name}", with_opt=with_opt)
-    final = tmp.with_name(f"{name}.pth")
-    os.replace(tmp, final)
-    return final
+    """What learn.save writes, through atomic.write_with: a kill mid-save never leaves a torn checkpoint, a
+    failed write leaves no temp file, a full disk is a WriteError naming the file."""
+    return atomic.write_with(learn.path / learn.model_dir / f"{name}.pth",
+                             lambda tmp: save_model(tmp, learn.model, getattr(learn, "opt", None), with_opt=with_opt))
 
 
 class AtomicSaveModelCallback(SaveModelCallback):

@@ -230,14 +230,16 @@ def fastai_rate(learn, fit: Callable[[], Any], bs: int, warmup: int) -> float:
 
 def plain_rate(model, x, y, precision: str, bs: int, warmup: int, lr: float = 1e-3,
                channels_last: bool = False) -> float:
-    """A hand-written loop: torch's fused AdamW (wd 0.01, eps 1e-5: the toolkit's optimizer), autocast."""
+    """A hand-written loop: the torch optimizer of ``learner.ADAMW`` (fused AdamW), autocast."""
     import torch
     import torch.nn.functional as F
+
+    from . import learner
 
     device = next(model.parameters()).device
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, eps=1e-5, fused=True)
+    opt = learner.ADAMW.keywords["opt"](model.parameters(), lr=lr)  # the torch optimizer inside ADAMW
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model.train()

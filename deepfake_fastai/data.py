@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 NOT_CLASSES = {"test", "tests", "unseen", "__macosx"}  # folders that are never a class
 KAGGLE_HOST = ("www.kaggle.com", 443)
-SAMPLE_NAME = "sample_submission.csv"
 MIN_SIDE_PX = 8  # smaller images carry no generator traces worth learning (a 1x1 image is a mistake, not data)
 IMBALANCE_WARN = 0.1  # warn when the rarer class is under this share of the labelled images
 
@@ -344,6 +343,8 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
     if not test.empty:
+        from .submit import SAMPLE_NAME  # here: submit imports the package, which imports this module
+
         check_sample_submission(_beside(root, SAMPLE_NAME), test)
     leaks = find_leaks(labelled, test)
     if leaks.empty:
@@ -360,12 +361,16 @@ def check_sample_submission(sample_csv: Path, test: pd.DataFrame) -> None:
     """Refuse a sample_submission.csv whose ids are not the test files (matched by file stem, as submit does)."""
     if not sample_csv.is_file():
         return
+    from .submit import match_ids, read_table  # the reading and id matching the submission will get
+
     try:
-        ids = pd.read_csv(sample_csv, dtype=str, keep_default_na=False).iloc[:, 0]
+        ids = list(read_table(sample_csv).iloc[:, 0])
     except (ValueError, IndexError) as e:
         raise DataError(f"{sample_csv}: not a readable CSV ({e}); replace it with the competition's file") from None
-    stems, have = {Path(i).stem for i in ids}, set(test.id)
-    missing, extra = sorted(stems - have), sorted(have - stems)
+    matched = match_ids(list(test.id), ids)
+    stems = {Path(i).stem for i in ids}
+    missing = sorted(stems - {Path(m).stem for m in matched if m is not None})
+    extra = sorted(t for t, m in zip(test.id, matched, strict=True) if m is None)
     if missing or extra:
         raise DataError(
             f"{sample_csv} does not match the test folder: {len(missing)} of its {len(stems)} ids have no test image "
@@ -381,8 +386,9 @@ def find_leaks(labelled: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     for image_id, src in zip(labelled.id, labelled.source, strict=True):
         if sizes.get(src) in test_sizes:
             by_hash.setdefault((sizes[src], file_sha256(src)), image_id)
+    hashed_sizes = {size for size, _ in by_hash}
     rows = [(tid, by_hash[key]) for tid, src in zip(test.id, test.source, strict=True)
-            if src in sizes and (key := (sizes[src], file_sha256(src))) in by_hash]
+            if sizes.get(src) in hashed_sizes and (key := (sizes[src], file_sha256(src))) in by_hash]
     return pd.DataFrame(rows, columns=["test_id", "labelled_id"])
 
 

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 MUTABLE = {MANIFEST_FILE, "metrics.json", "status.json", "train.log"}  # rewritten after the run, or still open
-LATER_DIRS = {"plots"}  # written by later stages (report), not by the run
+# not listed: plots/ is written by later stages (report); checkpoints/ carry their own SHA-256 in
+# last.json / best.json, which resume checks (hashing them again here cost a read of each, optimizer state too)
+LATER_DIRS = {"plots", "checkpoints"}
 UNSAFE_HELP = "Unpickling runs code: pass trust=True (only for a file from a source you trust)"
 
 
@@ -54,18 +56,19 @@ def write(run_dir: Path) -> Path:
 
 
 def why_untrusted(path: Path) -> str | None:
-    """None if a manifest.json in the file's folder (or the one above: checkpoints/) lists it with this hash;
-    else why not. Older run folders without a manifest: the learner_sha256 their metrics.json records."""
+    """None if the manifest.json in the file's folder lists it with this hash; else why not. Older run folders
+    without a manifest: the learner_sha256 their metrics.json records."""
     path = Path(path).resolve()
-    for folder in (path.parent, path.parent.parent):
-        try:
-            listed = json.loads((folder / MANIFEST_FILE).read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        rel = path.relative_to(folder).as_posix()
-        if rel not in listed:
-            return f"{rel} is not in {folder / MANIFEST_FILE}"
-        return None if listed[rel] == file_sha256(path) else f"{rel} changed since {folder / MANIFEST_FILE} was written"
+    folder = path.parent
+    try:
+        listed = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = None
+    if listed is not None:
+        if path.name not in listed:
+            return f"{path.name} is not in {folder / MANIFEST_FILE}"
+        same = listed[path.name] == file_sha256(path)
+        return None if same else f"{path.name} changed since {folder / MANIFEST_FILE} was written"
     try:
         recorded = json.loads((path.parent / "metrics.json").read_text()).get("learner_sha256")
     except (OSError, ValueError, AttributeError):

@@ -9,7 +9,7 @@ The run folder is the contract with later stages (sweep, ensemble, report):
   labelled_test_probs.npy / labelled_test_ids.csv   the split's labelled test part (data.test_pct), if any;
                      its scores are the test_* keys of metrics.json (unseen_* likewise for unseen/)
   learner.pkl        exported fastai learner (load with deepfake_fastai.load_learner)
-  manifest.json      SHA-256 of every artifact above (what load_learner and checkpoint resume trust)
+  manifest.json      SHA-256 of every artifact above, what load_learner trusts (checkpoints: last.json, best.json)
   metrics.json       written last: its presence with status "complete" marks the run complete
   train.log          the run's log
 """
