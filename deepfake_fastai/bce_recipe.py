@@ -35,11 +35,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from . import atomic
-from .callbacks import AutoAugmentTfm, RandomDegrade, TruncatedCosine
-from .config import TrainConfig, dump_yaml
+from .callbacks import AutoAugmentTfm, GridCrop, RandomDegrade, TruncatedCosine
+from .config import NPR_ARCH, TrainConfig, dump_yaml
 from .data import Prepared
 from .manifest import file_sha256
 from .models import norm_stats, timm_kwargs
+from .npr import with_npr_input
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def create_model(cfg: TrainConfig) -> BinaryDetector:
 
     body = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=0, global_pool="avg",
                              **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+    if cfg.input == "npr" and cfg.arch != NPR_ARCH:  # npr_resnet has the prefix built in
+        with_npr_input(body)
     return BinaryDetector(body, body.num_features)
 
 
@@ -77,11 +80,19 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
     block = DataBlock(
         blocks=(ImageBlock(PILImage), RegressionBlock()), get_x=ColReader("path"), get_y=ColReader("target"),
         splitter=ColSplitter("is_valid"),
-        item_tfms=[*train_only, AutoAugmentTfm(), RandomResizedCrop(cfg.size, min_scale=0.8, val_xtra=0.14)],
+        item_tfms=[*train_only, *item_sizing(cfg)],
         batch_tfms=[Flip(p=0.5), Normalize.from_stats(stats.mean, stats.std)],
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return block.dataloaders(items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+
+
+def item_sizing(cfg: TrainConfig) -> list:
+    """The report's AutoAugment + random resized crop; NPR networks get crops at even offsets instead
+    (AutoAugment's rotations and shears and the crop's resize would erase the up-sampling trace)."""
+    if cfg.keeps_grid:
+        return [GridCrop(cfg.size)]
+    return [AutoAugmentTfm(), RandomResizedCrop(cfg.size, min_scale=0.8, val_xtra=0.14)]
 
 
 def auc_metric() -> AccumMetric:

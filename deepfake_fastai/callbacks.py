@@ -6,7 +6,10 @@ import random
 
 import torch
 from fastai.callback.core import Callback
+from fastai.vision.augment import RandTransform
 from fastai.vision.core import PILImage
+from fastcore.basics import fastuple
+from PIL import Image
 from fasttransform import Transform
 
 
@@ -96,6 +99,33 @@ class RandomDegrade(Transform):
         from .degrade import random_degrade
 
         return PILImage(random_degrade(img, self.p, random))  # fastai's set_seed seeds `random`
+
+
+class GridCrop(RandTransform):
+    """Crop to ``size`` without resampling, at even offsets (random in training, central in validation).
+
+    Even offsets keep the phase of the 2x2 cells NPR compares, so training and validation crops see the
+    generator's grid the same way. Images smaller than ``size`` are padded with zeros (NPR 0 there).
+    """
+
+    split_idx, order = None, 1
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def before_call(self, b, split_idx: int) -> None:
+        w, h = b.size if isinstance(b, Image.Image) else b[0].size
+        spare_w, spare_h = max(w - self.size, 0) // 2, max(h - self.size, 0) // 2  # in cells of 2 px
+        if split_idx:  # validation / test
+            self.tl = fastuple(2 * (spare_w // 2), 2 * (spare_h // 2))
+        else:
+            self.tl = fastuple(2 * random.randint(0, spare_w), 2 * random.randint(0, spare_h))
+
+    def encodes(self, x: Image.Image) -> Image.Image:
+        if x.size == (self.size, self.size):
+            return x
+        return x.crop_pad(self.size, self.tl, orig_sz=fastuple(*x.size))
 
 
 class AutoAugmentTfm(Transform):

@@ -142,6 +142,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--weights-file", help="local weights file for offline pretrained runs")
+    g.add_argument("--input", choices=["rgb", "npr"],
+                   help="what the network sees: the image, or its NPR up-sampling residual (crops, no resizing)")
     g.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"])
     g.add_argument("--tta-n", type=int)
     g.add_argument("--seed", type=int)

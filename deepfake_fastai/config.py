@@ -24,6 +24,8 @@ AUGMENTS = ("flip", "fastai", "none")
 TRACES_ARCH = "em_traces"  # not a timm model: EM convolutional traces + a scikit-learn classifier (traces.py)
 CLASSIFIERS = ("svc", "rf", "logreg", "hgb")  # em_traces: SVC, random forest, logistic regression, hist. boosting
 EM_MODES = ("gaussian", "mixture")  # em_traces: Gaussian weights | Gaussian + uniform outlier mixture (the paper)
+INPUTS = ("rgb", "npr")  # what the network sees: the image | its NPR up-sampling residual (npr.py)
+NPR_ARCH = "npr_resnet"  # the NPR paper's own network (npr.py): NPR input built in
 
 
 class ConfigError(ValueError):
@@ -89,6 +91,8 @@ class TrainConfig:
     pretrained: bool = False  # load timm weights (hub, HF cache, or weights_file)
     weights_file: str | None = None  # local weights for offline pretrained runs
     recipe: str = "fine_tune"  # one of RECIPES: fine_tune (fastai) | effnetv2_bce (one logit, BCE, mixup; lr ~1e-4)
+    input: str = "rgb"  # one of INPUTS; npr: the model sees x - up(down(x)) and the data path keeps the pixel
+    # grid (crops at even offsets instead of resizes; item_resize, if set, is the side images are cropped to first)
     aug: str = "flip"  # flip: pixel-exact flips only (keeps generator traces) | fastai | none
     degrade_p: float = 0.0  # training images: probability of a random blur and, separately, of a JPEG
     # re-compression (Wang et al. 2020), so the detector survives what real images go through
@@ -111,6 +115,9 @@ class TrainConfig:
         _check_choice("aug", self.aug, AUGMENTS)
         _check_choice("classifier", self.classifier, CLASSIFIERS)
         _check_choice("em_mode", self.em_mode, EM_MODES)
+        _check_choice("input", self.input, INPUTS)
+        if self.keeps_grid:
+            _check_grid_settings(self)
         if self.em_iter < 1 or self.kernel < 3 or self.kernel % 2 == 0:
             raise ConfigError(f"need em_iter >= 1 and an odd kernel >= 3, got {self.em_iter} and {self.kernel}")
         for key in ("size", "bs", "accum", "epochs", "tta_n"):
@@ -134,6 +141,11 @@ class TrainConfig:
         return self.item_resize or self.size
 
     @property
+    def keeps_grid(self) -> bool:
+        """True when the network reads NPR residuals: the pixel grid must reach it un-resampled."""
+        return self.input == "npr" or self.arch == NPR_ARCH
+
+    @property
     def run_name(self) -> str:
         """Run folder name derived from the config: <arch>_r<item>-<size>_<recipe>_s<seed>."""
         if self.name:
@@ -142,7 +154,21 @@ class TrainConfig:
             em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
             return f"{self.arch}_r{self.resize_px}_{em}_s{self.seed}"
         arch = self.arch.replace("/", "-").replace(".", "-")
-        return f"{arch}_r{self.resize_px}-{self.size}_{self.recipe}_s{self.seed}"
+        npr = "_npr" if self.input == "npr" else ""  # only when set, so existing run names stay as they were
+        return f"{arch}_r{self.resize_px}-{self.size}{npr}_{self.recipe}_s{self.seed}"
+
+
+def _check_grid_settings(cfg: TrainConfig) -> None:
+    """Refuse the settings that would resample the image an NPR network sees (resampling erases the trace)."""
+    what = f"input: npr (arch {cfg.arch})" if cfg.input == "npr" else f"arch: {cfg.arch} (NPR input)"
+    if cfg.aug == "fastai":
+        raise ConfigError(f"{what} keeps the pixel grid, but aug: fastai rotates, zooms and warps (resampling "
+                          "erases the up-sampling trace); use aug: flip or aug: none")
+    if cfg.size % 2:
+        raise ConfigError(f"{what} compares the pixels of 2x2 cells: size must be even, got {cfg.size}")
+    if cfg.item_resize is not None and cfg.item_resize < cfg.size:
+        raise ConfigError(f"{what} crops instead of resizing: item_resize ({cfg.item_resize}) below size "
+                          f"({cfg.size}) would up-sample; drop item_resize or set it >= size")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

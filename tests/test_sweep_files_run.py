@@ -20,8 +20,8 @@ FAMILY_MODELS = {"resnet": "test_resnet", "convnext": "test_convnext", "vit": "t
 
 
 def tiny_model(arch: str) -> str:
-    """The tiny timm model of an architecture's family (em_traces is tiny already: it stays)."""
-    if arch == "em_traces":
+    """The tiny timm model of an architecture's family (em_traces and npr_resnet are tiny already: they stay)."""
+    if arch in ("em_traces", "npr_resnet"):
         return arch
     family = next((f for f in FAMILY_MODELS if f in arch), None)
     assert family, f"no tiny stand-in for {arch}: add its family to FAMILY_MODELS"
