@@ -9,8 +9,8 @@ from fastai.callback.core import Callback
 from fastai.vision.augment import RandTransform
 from fastai.vision.core import PILImage
 from fastcore.basics import fastuple
-from PIL import Image
 from fasttransform import Transform
+from PIL import Image
 
 
 class CPUAutocast(Callback):

@@ -6,7 +6,8 @@ Deepfake Detection" (reference code: chuangchuangtan/NPR-DeepfakeDetection). Eve
 depend on each other; the "neighbouring pixel relationships" residual ``x - up(down(x))`` (nearest down-sampling
 by 2, nearest up-sampling back: each pixel minus the top-left pixel of its cell) keeps exactly those relations and
 removes the image content. It is only meaningful on the pixel grid the generator wrote: resampling (resize,
-rotation, zoom) before it erases the trace, so ``input: npr`` crops instead of resizing, at even offsets (``callbacks.GridCrop``).
+rotation, zoom) before it erases the trace, so ``input: npr`` crops instead of resizing, at even offsets
+(``callbacks.GridCrop``).
 
 Two ways in:
 - ``input: npr`` on any timm model: ``with_npr_input`` puts ``NPRInput`` in front of the model's first

