@@ -156,7 +156,7 @@ def synthetic_prepared(tmp: Path, n: int, max_px: int):
     from .config import DataConfig
     from .data import prepare
 
-    return prepare(DataConfig(source="synthetic", synthetic_n=n, data_dir=str(tmp / "data")), max_px=max_px)
+    return prepare(DataConfig(source="synthetic", synthetic_n=n, data_dir=str(tmp / "data")), item_resize_px=max_px)
 
 
 def memory_tensors(paths: Sequence[str], labels: Sequence[int], px: int, arch: str):
@@ -319,7 +319,7 @@ def measure_pipeline(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     arch, px = s.arch(s.pipeline_model[0]), s.pipeline_model[1]
     n_train = s.bs * (s.warmup_batches + s.timed_batches)
     root = jpeg_folder(tmp / "jpeg_pipeline", int(n_train / 0.8) + s.bs, s.pipeline_source_px)
-    prepared = prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp / "data")), max_px=px)
+    prepared = prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp / "data")), item_resize_px=px)
     learn, cfg, precision = toolkit_learner(arch, px, prepared, s.bs)
     sources = [str(root / i) for i in prepared.items.id]  # the JPEGs themselves, decoded and resized per item
     uncached = dataclasses.replace(prepared, items=prepared.items.assign(path=sources))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -80,8 +83,10 @@ class TrainConfig:
     """One training run: architecture, resolutions, optimisation and output."""
 
     arch: str = "resnet18"  # any timm model name
-    size: int = 64  # final (batch-transform) image side, pixels
-    item_resize: int | None = None  # per-item Resize side before batching, pixels (None: = size)
+    size: int = 64  # final (batch-transform) image side, pixels; em_traces: no batch, only item_resize_px counts
+    item_resize_px: int | None = None  # per-item side, pixels: the data cache's images (max side) and the per-item
+    # Resize before batching; None: = size (resolved when the config is built, so config.yaml records it).
+    # train()'s keyword is item_tfms. effnetv2_bce: the cache side only (its items are RandomResizedCrop'd to size)
     bs: int = 64  # effective batch size (images per optimizer step)
     accum: int = 1  # micro-batches per optimizer step: micro-batch = bs // accum
     epochs: int = 3
@@ -122,16 +127,15 @@ class TrainConfig:
             raise ConfigError(f"degrade_p must be between 0 and 1, got {self.degrade_p}")
         if self.bs % self.accum:
             raise ConfigError(f"bs ({self.bs}) must be divisible by accum ({self.accum})")
+        if self.item_resize_px is None:  # resolved here, so every reader sees the one number the run used
+            object.__setattr__(self, "item_resize_px", self.size)
+        if self.item_resize_px < 1:
+            raise ConfigError(f"item_resize_px must be positive, got {self.item_resize_px}")
 
     @property
     def micro_bs(self) -> int:
         """Images per forward pass."""
         return self.bs // self.accum
-
-    @property
-    def resize_px(self) -> int:
-        """Per-item resize side."""
-        return self.item_resize or self.size
 
     @property
     def run_name(self) -> str:
@@ -140,9 +144,9 @@ class TrainConfig:
             return self.name
         if self.arch == TRACES_ARCH:  # no recipe; what varies between such runs is the EM and the classifier
             em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
-            return f"{self.arch}_r{self.resize_px}_{em}_s{self.seed}"
+            return f"{self.arch}_r{self.item_resize_px}_{em}_s{self.seed}"
         arch = self.arch.replace("/", "-").replace(".", "-")
-        return f"{arch}_r{self.resize_px}-{self.size}_{self.recipe}_s{self.seed}"
+        return f"{arch}_r{self.item_resize_px}-{self.size}_{self.recipe}_s{self.seed}"
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -150,10 +154,30 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got '{value}'")
 
 
+RENAMED = {"item_resize": "item_resize_px"}  # old key -> new key: old YAML files keep working, with a warning
+_warned: set[tuple[str, str]] = set()  # (file, old key): a sweep of 20 runs warns once, not 20 times
+
+
+def renamed(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``raw`` with deprecated keys under their new names (one warning line each); both given is an error."""
+    out = dict(raw)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where}: both '{old}' and its new name '{new}' are set; keep '{new}'")
+            if (where.split(":")[0], old) not in _warned:
+                log.warning("%s: '%s' is deprecated, use '%s'", where, old, new)
+                _warned.add((where.split(":")[0], old))
+            out[new] = out.pop(old)
+    return out
+
+
 def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
     """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types with the key named."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    if cls is TrainConfig:
+        raw = renamed(raw, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:

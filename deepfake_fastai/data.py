@@ -50,6 +50,8 @@ class Prepared:
     split_file: Path
     bad_images: pd.DataFrame  # id, source, error: skipped, never fatal
     labelled_test: pd.DataFrame  # id, path, label: the split's test part (data.test_pct), scored after training
+    cache_dir: Path  # the cached images at item_resize_px (test/ and unseen/ in _test, _unseen below it); runs
+    # record it, and every later stage takes it from there: the one place this path is computed is prepare()
 
 
 # ---------------------------------------------------------------- sources
@@ -343,7 +345,7 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
     if not test.empty:
-        from .submit import SAMPLE_NAME  # here: submit imports the package, which imports this module
+        from .submit import SAMPLE_NAME
 
         check_sample_submission(_beside(root, SAMPLE_NAME), test)
     leaks = find_leaks(labelled, test)
@@ -463,7 +465,7 @@ def warn_if_shrinking(sources: pd.Series, max_px: int, sample: int = 25) -> floa
     factor = float(np.median(factors)) if factors else 1.0
     if factor >= 2.0:
         log.warning("images are ~%.1fx larger than the %d px cache: downscaling erases the high-frequency traces "
-                    "detectors use; consider a larger size / item_resize, or crops", factor, max_px)
+                    "detectors use; consider a larger item_resize_px, or crops", factor, max_px)
     return factor
 
 
@@ -560,8 +562,8 @@ def _check_split_matches(split: pd.DataFrame, frame: pd.DataFrame, split_file: P
 # ---------------------------------------------------------------- all together
 
 
-def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
-    """Source -> listing -> fixed split -> cache at ``max_px``; bad images are reported and skipped."""
+def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2) -> Prepared:
+    """Source -> listing -> fixed split -> cache at max side ``item_resize_px``; bad images are reported and skipped."""
     root, key = resolve_root(cfg)
     labelled = list_labelled(cfg, root)
     store = Path(cfg.data_dir) / "cache" / key
@@ -569,10 +571,11 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
     listed_test = list_test(root)
     check_test_set(root, labelled, listed_test, store / "leaks.csv")
-    warn_if_shrinking(labelled.source, max_px)
-    cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
-    test = build_cache(listed_test, store / f"{max_px}px" / "_test", max_px, workers)
-    unseen = build_cache(list_unseen(root), store / f"{max_px}px" / "_unseen", max_px, workers)
+    warn_if_shrinking(labelled.source, item_resize_px)
+    cache_dir = store / f"{item_resize_px}px"
+    cached = build_cache(labelled, cache_dir, item_resize_px, workers)
+    test = build_cache(listed_test, cache_dir / "_test", item_resize_px, workers)
+    unseen = build_cache(list_unseen(root), cache_dir / "_unseen", item_resize_px, workers)
     bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
     bad = pd.concat([bad, skipped_entries(cfg, root)], ignore_index=True)
     _report_bad(bad, store / "bad_images.csv")
@@ -586,7 +589,7 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
                     test[test.error.isna()][["id", "path"]].reset_index(drop=True),
                     unseen[unseen.error.isna()][["id", "path", "label"]].reset_index(drop=True),
                     cfg.positive_class, negative, split_file, bad.reset_index(drop=True),
-                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True))
+                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True), cache_dir)
 
 
 def _report_bad(bad: pd.DataFrame, report: Path) -> None:

@@ -60,7 +60,8 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
     block = DataBlock(
         blocks=(ImageBlock(PILImage), CategoryBlock(vocab=[prepared.negative_class, prepared.positive_class])),
         get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-        item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), Resize(cfg.resize_px, method="squish")],
+        item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []),
+                   Resize(cfg.item_resize_px, method="squish")],
         batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,7 +74,7 @@ def augmentations(cfg: TrainConfig) -> list:
         return aug_transforms(size=cfg.size, min_scale=0.75)
     if cfg.aug == "flip":
         return [Flip(p=0.5, size=cfg.size)]
-    return [Resize(cfg.size, method="squish")] if cfg.size != cfg.resize_px else []
+    return [Resize(cfg.size, method="squish")] if cfg.size != cfg.item_resize_px else []
 
 
 def build(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None = None):

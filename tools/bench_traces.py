@@ -105,7 +105,7 @@ def auc_rows(name: str, cfg: DataConfig, px: int) -> list[str]:
     """AUC on the data set's fixed validation split for every mode x classifier."""
     from deepfake_fastai import data, metrics
 
-    prepared = data.prepare(cfg, max_px=px)
+    prepared = data.prepare(cfg, item_resize_px=px)
     items = prepared.items
     y = (items.label == prepared.positive_class).to_numpy().astype(int)
     valid = items.is_valid.to_numpy()
