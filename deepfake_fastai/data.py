@@ -23,6 +23,7 @@ from . import atomic
 from .config import DataConfig
 from .manifest import file_sha256
 from .netcheck import reachable
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +474,8 @@ def build_cache(frame: pd.DataFrame, cache_dir: Path, max_px: int, workers: int 
     """Cache every image of ``frame`` (id, source); returns frame + path column, and error column."""
     dests = [cache_dir / cache_name(i) for i in frame.id]
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
-        errors = list(_progress(pool.map(cache_one, frame.source, dests, [max_px] * len(dests)),
-                                len(dests), f"caching {len(dests)} images at {max_px}px"))
+        errors = list(progress(pool.map(cache_one, frame.source, dests, [max_px] * len(dests)),
+                               len(dests), f"caching {len(dests)} images at {max_px}px"))
     return frame.assign(path=[str(d) for d in dests], error=errors)
 
 
@@ -484,15 +485,6 @@ def cache_name(image_id: str) -> str:
     if Path(image_id).is_absolute() or ".." in parts:
         return hashlib.sha1(image_id.encode()).hexdigest() + ".png"
     return f"{image_id}.png"
-
-
-def _progress(it, total: int, label: str):
-    if total < 200:
-        return it
-    from fastprogress.fastprogress import progress_bar
-
-    log.info(label)
-    return progress_bar(it, total=total)
 
 
 # ---------------------------------------------------------------- split

@@ -39,6 +39,7 @@ from . import atomic, em_kernels, metrics, runfolder
 from .atomic import file_sha256
 from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
 from .plots import new_figure, plain, png_bytes
+from .progress import progress as bar
 from .runfolder import RunResult
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,9 @@ def featurise_paths(paths: Sequence[str], params: EMParams, backend: str = "auto
         chunks = _chunks(paths, max(1, -(-len(paths) // (workers * 4))))
     with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # kernels, numpy, PIL release the GIL
         results = pool.map(lambda c: _featurise_chunk(c, params, backend), chunks)
-        return np.concatenate(list(_progress(results, len(chunks), len(paths), progress)))
+        if progress:
+            results = bar(results, len(chunks), f"EM traces of {len(paths)} images", n_items=len(paths))
+        return np.concatenate(list(results))
 
 
 def _one_blas_thread():
@@ -314,15 +317,6 @@ def _one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _progress(it, total: int, n_images: int, show: bool):
-    if not show or n_images < 200:
-        return it
-    from fastprogress.fastprogress import progress_bar
-
-    log.info("EM traces of %d images", n_images)
-    return progress_bar(it, total=total)
 
 
 # ------------------------------------------------------------------------------------------ feature cache
