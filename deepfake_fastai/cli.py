@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
-                        help="only warnings and results (sweep: each run's console output goes to <run>/worker.log)")
+                        help=f"only warnings and results (sweep: each run's console output goes to <run>/"
+                             f"{runfolder.WORKER_LOG})")
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="prepare a data set (generate/download, cache, split) and summarise it",
                           parents=[common])
@@ -241,7 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("\n" + "\n".join(skipped))
     failed = [r["run"] for r in rows if r.get("status") != "complete"]
     if failed:
-        print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their status.json)")
+        print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their {runfolder.STATUS})")
     return 0
 
 

@@ -89,3 +89,42 @@ def test_find_cycle_names_the_cycle():
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, f"import cycle: {' -> '.join(cycle)} (move the shared name down, see docs/ARCHITECTURE.md)"
+
+
+def _run_folder_names() -> set[str]:
+    from deepfake_fastai import runfolder
+
+    files = {runfolder.CONFIG, runfolder.STATUS, runfolder.METRICS, runfolder.MANIFEST, runfolder.HISTORY,
+             runfolder.LEARNER, runfolder.MODEL, runfolder.TRAIN_LOG, runfolder.WORKER_LOG}
+    return files | {f(p) for p in runfolder.PARTS for f in (runfolder.ids_file, runfolder.probs_file)}
+
+
+def _strings(tree: ast.AST) -> list[ast.Constant]:
+    """Every string constant of a module except docstrings (prose may name a file; code must not)."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docstrings]
+
+
+def run_folder_names_outside_contract(root: Path = PACKAGE) -> list[str]:
+    """"module:line: name" for every string in the package, outside runfolder.py, that names a run-folder file."""
+    names = _run_folder_names()
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "runfolder.py":
+            continue
+        for node in _strings(ast.parse(path.read_text(), str(path))):
+            found += [f"{path.name}:{node.lineno}: {name}" for name in sorted(names) if name in node.value]
+    return found
+
+
+def test_only_the_contract_module_names_run_folder_files():
+    found = run_folder_names_outside_contract()
+    assert not found, "run-folder file names outside runfolder.py (use its constants and readers):\n" + "\n".join(found)
+
+
+def test_the_file_name_check_sees_a_name(tmp_path):
+    (tmp_path / "stage.py").write_text('"""Docstrings may say metrics.json."""\nPATH = "runs/x/valid_ids.csv"\n')
+    assert run_folder_names_outside_contract(tmp_path) == ["stage.py:2: valid_ids.csv"]
