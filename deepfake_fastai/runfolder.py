@@ -231,10 +231,6 @@ def read_config(run_dir: Path) -> TrainConfig:
     return load_train_config(Path(run_dir) / CONFIG)
 
 
-def has_config(run_dir: Path) -> bool:
-    return (Path(run_dir) / CONFIG).is_file()
-
-
 def find_runs(folder: Path) -> list[Path]:
     """``folder`` if it is a run folder, else the run folders (complete or not) one or two levels below it."""
     folder = Path(folder)
