@@ -195,35 +195,27 @@ def align(runs: Sequence[RunPredictions]) -> list[RunPredictions]:
 
 
 # ----------------------------------------------------------------------------------------------- scoring
-def ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x``, ties given their average rank (scipy's rankdata 'average')."""
-    x = np.asarray(x)
-    sorter = np.argsort(x, kind="mergesort")
-    inverse = np.empty(len(x), dtype=np.intp)
-    inverse[sorter] = np.arange(len(x))
-    xs = x[sorter]
-    first = np.r_[True, xs[1:] != xs[:-1]]  # start of each run of equal values
-    dense = first.cumsum()[inverse]
-    bounds = np.r_[np.nonzero(first)[0], len(x)]
-    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
-
-
+# The greedy loop scores thousands of candidate bags. sklearn's roc_auc_score and log_loss give the same numbers
+# (tests/test_ensemble.py checks it) but spend ~3 ms a call on input checks: a greedy build of 3 runs x 50 images
+# (fit + honest halves) took 1.34 s with them, 0.05 s with these (measured on the 2-core dev box; GREEDY_TIMING).
 def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC by the Mann-Whitney U statistic (nan with one class only)."""
+    """ROC AUC as the Mann-Whitney U statistic on scipy's ranks (ties: average rank); nan with one class only."""
+    from scipy.stats import rankdata  # lazy: the CLI imports this module; scipy.stats takes seconds
+
     y = np.asarray(y).astype(bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if not n_pos or not n_neg:
         return float("nan")
-    return float((ranks(p)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float((rankdata(p)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    """One validation metric, fast enough for the greedy loop (numpy only)."""
+    """One validation metric, fast enough for the greedy loop (see the measurement above)."""
     if metric == "auc":
         return auc(y, p)
     if metric == "accuracy":
         return float(((np.asarray(p) >= 0.5) == np.asarray(y).astype(bool)).mean())
-    if metric == "log_loss":
+    if metric == "log_loss":  # sklearn's log_loss with clipping, as numpy
         p = np.clip(np.asarray(p, dtype=np.float64), metrics.EPS, 1 - metrics.EPS)
         return float(-np.mean(np.where(np.asarray(y) == 1, np.log(p), np.log1p(-p))))
     raise EnsembleError(f"metric {metric!r}: choose from {list(METRICS)}")
@@ -253,9 +245,11 @@ def weighted_mean(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 
 
 def rank_average(probs: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
-    """Weighted mean of each run's ranks scaled into (0, 1): (rank - 0.5) / rows."""
+    """Weighted mean of each run's ranks (ties: their average rank) scaled into (0, 1): (rank - 0.5) / rows."""
+    from scipy.stats import rankdata  # lazy: the CLI imports this module; scipy.stats takes seconds
+
     probs = np.asarray(probs, dtype=np.float64)
-    scaled = np.stack([(ranks(row) - 0.5) / len(row) for row in probs]) if probs.shape[1] else probs
+    scaled = np.stack([(rankdata(row) - 0.5) / len(row) for row in probs]) if probs.shape[1] else probs
     return weighted_mean(scaled, np.ones(len(probs)) if weights is None else weights)
 
 

@@ -123,3 +123,13 @@ def test_the_old_yaml_key_works_with_one_warning(tmp_path, caplog):
     assert lines == [f"{path}: 'item_resize' is deprecated, use 'item_resize_px'"]
     with pytest.raises(ConfigError, match="both 'item_resize' and its new name 'item_resize_px'"):
         from_dict(TrainConfig, {"item_resize": 80, "item_resize_px": 80}, "x.yaml")
+
+
+@pytest.mark.parametrize(("argv", "old"), [(["train", "--item-resize", "80"], "--item-resize"),
+                                           (["data", "--size", "80"], "--size")])
+def test_old_flags_set_item_resize_px_with_one_warning(argv, old, capsys):
+    from deepfake_fastai.cli import build_parser
+
+    assert build_parser().parse_args(argv).item_resize_px == 80
+    assert capsys.readouterr().err == f"warning: {old} is deprecated, use --item-resize-px\n"
+    assert build_parser().parse_args([argv[0], "--item-resize-px", "80"]).item_resize_px == 80
