@@ -198,7 +198,7 @@ def align(runs: Sequence[RunPredictions]) -> list[RunPredictions]:
 # The greedy loop scores thousands of candidate bags. sklearn's roc_auc_score and log_loss give the same numbers
 # (tests/test_ensemble.py checks it) but spend milliseconds a call on input checks: a greedy build of 10 runs x
 # 500 validation images (fit + honest halves, 50 steps) took 4.85 s (AUC) and 3.94 s (log loss) with them,
-# 0.24 s and 0.04 s with these (measured on the shared 2-core dev box, 2026-12-05; 5000 images: 7.5 s vs 1.1 s).
+# 0.24 s and 0.04 s with these; 5000 images: 7.5 s vs 1.1 s (benchmarks/greedy_scoring.py, shared 2-core box).
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney U statistic on scipy's ranks (ties: average rank); nan with one class only."""
     from scipy.stats import rankdata  # lazy: the CLI imports this module; scipy.stats takes seconds
