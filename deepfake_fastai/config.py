@@ -155,7 +155,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 RENAMED = {"item_resize": "item_resize_px"}  # old key -> new key: old YAML files keep working, with a warning
-_warned: set[tuple[str, str]] = set()  # (file, old key): a sweep of 20 runs warns once, not 20 times
+_warned: set[str] = set()  # old keys warned about: a sweep of 20 runs (expanded several times) warns once
 
 
 def renamed(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -165,9 +165,9 @@ def renamed(raw: dict[str, Any], where: str) -> dict[str, Any]:
         if old in out:
             if new in out:
                 raise ConfigError(f"{where}: both '{old}' and its new name '{new}' are set; keep '{new}'")
-            if (where.split(":")[0], old) not in _warned:
+            if old not in _warned:
                 log.warning("%s: '%s' is deprecated, use '%s'", where, old, new)
-                _warned.add((where.split(":")[0], old))
+                _warned.add(old)
             out[new] = out.pop(old)
     return out
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from deepfake_fastai import atomic, ensemble, metrics, robustness, runfolder
+from deepfake_fastai import atomic, config, ensemble, metrics, robustness, runfolder
 from deepfake_fastai.config import ConfigError, TrainConfig, from_dict, load_train_config
 from deepfake_fastai.data import cache_name
 from deepfake_fastai.inspection import load_sweep
@@ -112,7 +112,8 @@ def test_item_resize_px_defaults_to_size_and_is_recorded():
     assert TrainConfig(size=96).run_name == "resnet18_r96-96_fine_tune_s42"
 
 
-def test_the_old_yaml_key_works_with_one_warning(tmp_path, caplog):
+def test_the_old_yaml_key_works_with_one_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(config, "_warned", set())  # as in a fresh process
     path = tmp_path / "old.yaml"
     path.write_text("arch: resnet18\nsize: 64\nitem_resize: 80\n")
     with caplog.at_level(logging.WARNING):
