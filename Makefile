@@ -53,10 +53,10 @@ test-all: $(STAMP)  ## every test, including the slow trainings
 	$(PY) -m pytest --durations=15 $(ARGS)
 
 bench: $(STAMP)  ## speed benchmarks (~15 min on 2 cores) into BENCHMARKS.md's generated block; ARGS=--quick: ~3 min, runs/bench-quick.md
-	$(PY) -m deepfake_fastai.bench $(ARGS)
+	$(PY) -m benchmarks.bench $(ARGS)
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check deepfake_fastai tests
+	$(VENV)/bin/ruff check deepfake_fastai tests benchmarks
 
 clean-runs:  ## delete runs/ (trained runs) - asks first
 	@read -p "delete runs/ ? [y/N] " a && [ "$$a" = y ] && rm -rf runs || true

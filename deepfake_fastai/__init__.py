@@ -5,11 +5,17 @@ The public API is small and cheap to import; torch/fastai load only when a funct
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .config import DataConfig, TrainConfig
-from .train import RunResult, train
+from .runfolder import RunResult
+from .train import train
 
 __all__ = ["DataConfig", "TrainConfig", "RunResult", "train", "load_learner", "load_run", "load_sweep"]
-__version__ = "0.1.0"
+try:
+    __version__ = version("deepfake-fastai")  # one source: pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 
 
 def load_learner(path, cpu: bool = True, trust: bool = False):

@@ -7,6 +7,7 @@ run leaves at most a stray ``.tmp-*`` file, never a truncated ``metrics.json`` t
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -76,3 +77,12 @@ def write_json(path: Path, obj: Any) -> Path:
 def write_csv(path: Path, frame) -> Path:
     """Write a pandas DataFrame as CSV atomically, without the index."""
     return write_with(path, lambda p: frame.to_csv(p, index=False))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -34,7 +34,7 @@ from fastcore.foundation import L
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from . import atomic
+from . import atomic, runfolder
 from .callbacks import AutoAugmentTfm, GridCrop, RandomDegrade, TruncatedCosine
 from .config import NPR_ARCH, TrainConfig, dump_yaml
 from .data import Prepared
@@ -103,7 +103,7 @@ def auc_metric() -> AccumMetric:
 def build(cfg: TrainConfig, dls, run_dir: Path) -> Learner:
     """The learner, writing checkpoints to run_dir/checkpoints."""
     learn = Learner(dls, create_model(cfg), loss_func=BCEWithLogitsLossFlat(), opt_func=Adam,
-                    lr=cfg.lr, wd=WEIGHT_DECAY, metrics=[auc_metric()], path=run_dir, model_dir="checkpoints")
+                    lr=cfg.lr, wd=WEIGHT_DECAY, metrics=[auc_metric()], path=run_dir, model_dir=runfolder.CHECKPOINTS)
     return learn
 
 
@@ -146,14 +146,14 @@ def config_key(cfg: TrainConfig) -> str:
 def resume_point(run_dir: Path, cfg: TrainConfig) -> dict | None:
     """The last finished epoch of an interrupted run of the same config, if any."""
     try:
-        state = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+        state = json.loads((run_dir / runfolder.CHECKPOINTS / "last.json").read_text())
     except (OSError, ValueError):
         return None
     if state.get("config") != config_key(cfg) or state["epoch"] + 1 >= cfg.epochs:
         return None
-    if not _matches_record(run_dir / "checkpoints" / "last.pth", state):
+    if not _matches_record(run_dir / runfolder.CHECKPOINTS / "last.pth", state):
         log.warning("%s does not match the SHA-256 in last.json (interrupted write, or changed by hand): not loaded, "
-                    "since unpickling runs code; training from epoch 0", run_dir / "checkpoints" / "last.pth")
+                    "since unpickling runs code; training from epoch 0", run_dir / runfolder.CHECKPOINTS / "last.pth")
         return None
     return state
 
@@ -166,10 +166,10 @@ def _matches_record(path: Path, record: dict) -> bool:
 def _best_so_far(run_dir: Path, state: dict) -> float:
     """The best AUC to beat after a resume; -inf (so best.pth is rewritten) unless best.pth matches best.json."""
     try:
-        record = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+        record = json.loads((run_dir / runfolder.CHECKPOINTS / "best.json").read_text())
     except (OSError, ValueError):
         record = {}
-    trusted = _matches_record(run_dir / "checkpoints" / "best.pth", record)
+    trusted = _matches_record(run_dir / runfolder.CHECKPOINTS / "best.pth", record)
     return state["best_auc"] if trusted and state["best_auc"] is not None else -np.inf
 
 
@@ -207,15 +207,3 @@ class BestEpochLog(Callback):
             folder = self.learn.path / self.learn.model_dir
             atomic.write_json(folder / "best.json", {"epoch": self.first_epoch + self.epoch, AUC_NAME: float(best.best),
                                                      "sha256": file_sha256(folder / "best.pth")})
-
-
-def probs(learn: Learner, dl, cfg: TrainConfig) -> np.ndarray:
-    """Sigmoid probability of the positive class (TTA as configured)."""
-    if cfg.tta_n:
-        out, _ = learn.tta(dl=dl, n=cfg.tta_n, beta=cfg.tta_beta)
-    else:
-        out, _ = learn.get_preds(dl=dl)
-    return out.float().reshape(-1).numpy()
-
-
-

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import runfolder
 from .atomic import WriteError
 from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
 from .ensemble import METHODS, METRICS
@@ -57,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
-                        help="only warnings and results (sweep: each run's console output goes to <run>/worker.log)")
+                        help=f"only warnings and results (sweep: each run's console output goes to <run>/"
+                             f"{runfolder.WORKER_LOG})")
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="prepare a data set (generate/download, cache, split) and summarise it",
                           parents=[common])
     _add_data_args(data)
-    data.add_argument("--size", type=int, default=64, help="cache images at this max side, px")
+    data.add_argument("--item-resize-px", type=int, default=64,
+                      help="cache images at this max side, px (a run's item_resize_px)")
+    data.add_argument("--size", type=int, dest="item_resize_px", action=_Renamed, help=argparse.SUPPRESS)
     data.set_defaults(func=cmd_data)
     tr = sub.add_parser("train", help="train one model and write a run folder", parents=[common],
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Renamed(argparse.Action):
+    """An old flag that still works, with one warning line naming its new name."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        new = "--" + self.dest.replace("_", "-")
+        print(f"warning: {option_string} is deprecated, use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data source (default: the embedded synthetic data)")
     g.add_argument("--source", choices=["synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset"])
@@ -135,7 +148,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="YAML with TrainConfig fields; flags override it")
     g.add_argument("--arch", help="any timm model name, e.g. resnet50, convnext_tiny, vit_small_patch16_224")
     g.add_argument("--size", type=int, help="final image side, px")
-    g.add_argument("--item-resize", type=int, help="per-item Resize side before batching, px")
+    g.add_argument("--item-resize-px", type=int,
+                   help="per-item side, px: the data cache's images and the per-item Resize before batching "
+                        "(default: --size)")
+    g.add_argument("--item-resize", type=int, dest="item_resize_px", action=_Renamed, help=argparse.SUPPRESS)
     g.add_argument("--bs", type=int, help="effective batch size")
     g.add_argument("--accum", type=int, help="gradient-accumulation micro-batches per step")
     g.add_argument("--epochs", type=int)
@@ -182,7 +198,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import prepare
 
-    prepared = prepare(data_config(args), max_px=args.size)
+    prepared = prepare(data_config(args), item_resize_px=args.item_resize_px)
     items = prepared.items
     print(f"data set {prepared.key}: {len(items)} labelled images, classes "
           f"{prepared.negative_class} / {prepared.positive_class} (positive)")
@@ -190,6 +206,7 @@ def cmd_data(args: argparse.Namespace) -> int:
           f"labelled test {len(prepared.labelled_test)}, unlabelled test {len(prepared.test)}, "
           f"skipped {len(prepared.bad_images)}")
     print(f"  split file: {prepared.split_file}")
+    print(f"  cached images: {prepared.cache_dir}")
     return 0
 
 
@@ -205,8 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  labelled test ({m['n_labelled_test']} images, never used to pick anything): AUC {m['test_auc']:.4f}  "
               f"accuracy {m['test_accuracy']:.4f}  precision {m['test_precision']:.4f}  recall {m['test_recall']:.4f}  "
               f"F1 {m['test_f1']:.4f}  confusion [[TN FP] [FN TP]] {m['test_confusion']}")
-    print(f"  metrics: {result.run_dir / 'metrics.json'}")
-    model = result.run_dir / m.get("model_file", "learner.pkl")  # em_traces runs keep a scikit-learn model
+    print(f"  metrics: {result.run_dir / runfolder.METRICS}")
+    model = result.model_path  # em_traces runs keep a scikit-learn model
     print(f"  {'learner' if model == result.learner_path else 'model'}: {model}")
     return 0
 
@@ -217,7 +234,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file)
     if args.check:
         for cfg in preflight(sweep, args.limit):
-            print(f"  {cfg.run_name}: {cfg.arch} item {cfg.resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
+            print(f"  {cfg.run_name}: {cfg.arch} item {cfg.item_resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
         return 0
     rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address, quiet=args.quiet)
     print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
@@ -227,7 +244,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("\n" + "\n".join(skipped))
     failed = [r["run"] for r in rows if r.get("status") != "complete"]
     if failed:
-        print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their status.json)")
+        print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their {runfolder.STATUS})")
     return 0
 
 
@@ -244,15 +261,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from . import robustness
-    from .train import is_complete
-
-    if not is_complete(args.run):
-        raise FileNotFoundError(f"{args.run} is not a complete run folder (no complete metrics.json)")
+    if not runfolder.is_complete(args.run):
+        raise FileNotFoundError(f"{args.run} is not a complete run folder (no complete {runfolder.METRICS})")
     table = robustness.evaluate(args.run)
     robustness.record(args.run, table)
     print(f"validation AUC of {args.run.name} (plain predictions, no TTA):")
     print(robustness.format_table(table))
-    print(f"recorded in {args.run / 'metrics.json'} under 'robustness'")
+    print(f"recorded in {args.run / runfolder.METRICS} under 'robustness'")
     return 0
 
 
@@ -314,8 +329,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if sample:
         expected = submit.expected_from_sample(sample, *classes, _format_overrides(args))
     else:
-        print("\nno sample_submission.csv found: format from the flags, ids from the runs' test_ids.csv")
-        expected = submit.expected_from_ids(run_dirs[0] / "test_ids.csv", *classes, _format_overrides(args))
+        print("\nno sample_submission.csv found: format from the flags, ids from the runs' test ids")
+        expected = submit.expected_from_ids(run_dirs[0] / runfolder.ids_file("test"), *classes, _format_overrides(args))
     frame = submit.make_frame(result.test_ids, result.test_probs, expected.fmt, classes, expected.ids)
     record = {**ensemble.to_record(result), "competition": args.competition or submit.competition_of(run_dirs)}
     extras = {submit.PROBS_SUFFIX: submit.to_csv_bytes(ensemble.probs_frame(result))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "folder", "csv", "kaggle_competition", "kaggle_dataset")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -82,8 +85,10 @@ class TrainConfig:
     """One training run: architecture, resolutions, optimisation and output."""
 
     arch: str = "resnet18"  # any timm model name
-    size: int = 64  # final (batch-transform) image side, pixels
-    item_resize: int | None = None  # per-item Resize side before batching, pixels (None: = size)
+    size: int = 64  # final (batch-transform) image side, pixels; em_traces: no batch, only item_resize_px counts
+    item_resize_px: int | None = None  # per-item side, pixels: the data cache's images (max side) and the per-item
+    # Resize before batching; None: = size (resolved when the config is built, so config.yaml records it).
+    # train()'s keyword is item_tfms. effnetv2_bce: the cache side only (its items are RandomResizedCrop'd to size)
     bs: int = 64  # effective batch size (images per optimizer step)
     accum: int = 1  # micro-batches per optimizer step: micro-batch = bs // accum
     epochs: int = 3
@@ -92,7 +97,7 @@ class TrainConfig:
     weights_file: str | None = None  # local weights for offline pretrained runs
     recipe: str = "fine_tune"  # one of RECIPES: fine_tune (fastai) | effnetv2_bce (one logit, BCE, mixup; lr ~1e-4)
     input: str = "rgb"  # one of INPUTS; npr: the model sees x - up(down(x)) and the data path keeps the pixel
-    # grid (crops at even offsets instead of resizes; item_resize, if set, is the side images are cropped to first)
+    # grid (crops at even offsets instead of resizes; item_resize_px is the side images are cached at first)
     aug: str = "flip"  # flip: pixel-exact flips only (keeps generator traces) | fastai | none
     degrade_p: float = 0.0  # training images: probability of a random blur and, separately, of a JPEG
     # re-compression (Wang et al. 2020), so the detector survives what real images go through
@@ -116,8 +121,6 @@ class TrainConfig:
         _check_choice("classifier", self.classifier, CLASSIFIERS)
         _check_choice("em_mode", self.em_mode, EM_MODES)
         _check_choice("input", self.input, INPUTS)
-        if self.keeps_grid:
-            _check_grid_settings(self)
         if self.em_iter < 1 or self.kernel < 3 or self.kernel % 2 == 0:
             raise ConfigError(f"need em_iter >= 1 and an odd kernel >= 3, got {self.em_iter} and {self.kernel}")
         for key in ("size", "bs", "accum", "epochs", "tta_n"):
@@ -129,16 +132,17 @@ class TrainConfig:
             raise ConfigError(f"degrade_p must be between 0 and 1, got {self.degrade_p}")
         if self.bs % self.accum:
             raise ConfigError(f"bs ({self.bs}) must be divisible by accum ({self.accum})")
+        if self.item_resize_px is None:  # resolved here, so every reader sees the one number the run used
+            object.__setattr__(self, "item_resize_px", self.size)
+        if self.item_resize_px < 1:
+            raise ConfigError(f"item_resize_px must be positive, got {self.item_resize_px}")
+        if self.keeps_grid:
+            _check_grid_settings(self)
 
     @property
     def micro_bs(self) -> int:
         """Images per forward pass."""
         return self.bs // self.accum
-
-    @property
-    def resize_px(self) -> int:
-        """Per-item resize side."""
-        return self.item_resize or self.size
 
     @property
     def keeps_grid(self) -> bool:
@@ -152,10 +156,10 @@ class TrainConfig:
             return self.name
         if self.arch == TRACES_ARCH:  # no recipe; what varies between such runs is the EM and the classifier
             em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
-            return f"{self.arch}_r{self.resize_px}_{em}_s{self.seed}"
+            return f"{self.arch}_r{self.item_resize_px}_{em}_s{self.seed}"
         arch = self.arch.replace("/", "-").replace(".", "-")
         npr = "_npr" if self.input == "npr" else ""  # only when set, so existing run names stay as they were
-        return f"{arch}_r{self.resize_px}-{self.size}{npr}_{self.recipe}_s{self.seed}"
+        return f"{arch}_r{self.item_resize_px}-{self.size}{npr}_{self.recipe}_s{self.seed}"
 
 
 def _check_grid_settings(cfg: TrainConfig) -> None:
@@ -166,9 +170,9 @@ def _check_grid_settings(cfg: TrainConfig) -> None:
                           "erases the up-sampling trace); use aug: flip or aug: none")
     if cfg.size % 2:
         raise ConfigError(f"{what} compares the pixels of 2x2 cells: size must be even, got {cfg.size}")
-    if cfg.item_resize is not None and cfg.item_resize < cfg.size:
-        raise ConfigError(f"{what} crops instead of resizing: item_resize ({cfg.item_resize}) below size "
-                          f"({cfg.size}) would up-sample; drop item_resize or set it >= size")
+    if cfg.item_resize_px < cfg.size:
+        raise ConfigError(f"{what} crops instead of resizing: item_resize_px ({cfg.item_resize_px}) below size "
+                          f"({cfg.size}) would up-sample; drop item_resize_px or set it >= size")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -176,10 +180,30 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got '{value}'")
 
 
+RENAMED = {"item_resize": "item_resize_px"}  # old key -> new key: old YAML files keep working, with a warning
+_warned: set[str] = set()  # old keys warned about: a sweep of 20 runs (expanded several times) warns once
+
+
+def renamed(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``raw`` with deprecated keys under their new names (one warning line each); both given is an error."""
+    out = dict(raw)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where}: both '{old}' and its new name '{new}' are set; keep '{new}'")
+            if old not in _warned:
+                log.warning("%s: '%s' is deprecated, use '%s'", where, old, new)
+                _warned.add(old)
+            out[new] = out.pop(old)
+    return out
+
+
 def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
     """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types with the key named."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    if cls is TrainConfig:
+        raw = renamed(raw, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:

@@ -23,6 +23,7 @@ from . import atomic
 from .config import DataConfig
 from .manifest import file_sha256
 from .netcheck import reachable
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Prepared:
     split_file: Path
     bad_images: pd.DataFrame  # id, source, error: skipped, never fatal
     labelled_test: pd.DataFrame  # id, path, label: the split's test part (data.test_pct), scored after training
+    cache_dir: Path  # the cached images at item_resize_px (test/ and unseen/ in _test, _unseen below it); runs
+    # record it, and every later stage takes it from there: the one place this path is computed is prepare()
 
 
 # ---------------------------------------------------------------- sources
@@ -343,7 +346,7 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
     if not test.empty:
-        from .submit import SAMPLE_NAME  # here: submit imports the package, which imports this module
+        from .submit import SAMPLE_NAME
 
         check_sample_submission(_beside(root, SAMPLE_NAME), test)
     leaks = find_leaks(labelled, test)
@@ -417,15 +420,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def cache_one(source: str, dest: Path, max_px: int) -> str | None:
-    """Decode, convert to RGB, shrink to max side ``max_px``, save lossless PNG. Returns an error or None."""
+def cache_one(source: str, dest: Path, max_px: int, crop: bool = False) -> str | None:
+    """Decode, convert to RGB, shrink to max side ``max_px`` (``crop``: cut to it instead, at even offsets, so
+    NPR networks see the generator's own pixel grid), save lossless PNG. Returns an error or None."""
     try:
         if dest.exists() and dest.stat().st_mtime >= Path(source).stat().st_mtime:
             return None
         with Image.open(source) as img:  # reads the header only; above 2x the bomb limit it raises already
             check_image_size(*img.size)
             img = to_rgb(img)
-            if max(img.size) > max_px:  # never upsample here: that is the model's Resize's job
+            if max(img.size) > max_px and crop:
+                img = img.crop(_central_even_box(*img.size, max_px))
+            elif max(img.size) > max_px:  # never upsample here: that is the model's Resize's job
                 img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
             # compress_level 1: still lossless; zlib's default level 6 made the cache ~2x slower than fastai's
             # resize_images for a few % smaller files (BENCHMARKS.md, "Speed", table 3).
@@ -435,6 +441,12 @@ def cache_one(source: str, dest: Path, max_px: int) -> str | None:
     except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this image"
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _central_even_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """The central crop box of at most ``side`` px a side, its corner at even coordinates (keeps 2x2 cells)."""
+    left, top = 2 * (max(width - side, 0) // 4), 2 * (max(height - side, 0) // 4)
+    return left, top, left + min(side, width), top + min(side, height)
 
 
 def check_image_size(width: int, height: int) -> None:
@@ -463,16 +475,18 @@ def warn_if_shrinking(sources: pd.Series, max_px: int, sample: int = 25) -> floa
     factor = float(np.median(factors)) if factors else 1.0
     if factor >= 2.0:
         log.warning("images are ~%.1fx larger than the %d px cache: downscaling erases the high-frequency traces "
-                    "detectors use; consider a larger size / item_resize, or crops", factor, max_px)
+                    "detectors use; consider a larger item_resize_px, or crops", factor, max_px)
     return factor
 
 
-def build_cache(frame: pd.DataFrame, cache_dir: Path, max_px: int, workers: int = 2) -> pd.DataFrame:
+def build_cache(frame: pd.DataFrame, cache_dir: Path, max_px: int, workers: int = 2,
+                crop: bool = False) -> pd.DataFrame:
     """Cache every image of ``frame`` (id, source); returns frame + path column, and error column."""
     dests = [cache_dir / cache_name(i) for i in frame.id]
+    n = len(dests)
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
-        errors = list(_progress(pool.map(cache_one, frame.source, dests, [max_px] * len(dests)),
-                                len(dests), f"caching {len(dests)} images at {max_px}px"))
+        errors = list(progress(pool.map(cache_one, frame.source, dests, [max_px] * n, [crop] * n),
+                               len(dests), f"caching {len(dests)} images at {max_px}px"))
     return frame.assign(path=[str(d) for d in dests], error=errors)
 
 
@@ -482,15 +496,6 @@ def cache_name(image_id: str) -> str:
     if Path(image_id).is_absolute() or ".." in parts:
         return hashlib.sha1(image_id.encode()).hexdigest() + ".png"
     return f"{image_id}.png"
-
-
-def _progress(it, total: int, label: str):
-    if total < 200:
-        return it
-    from fastprogress.fastprogress import progress_bar
-
-    log.info(label)
-    return progress_bar(it, total=total)
 
 
 # ---------------------------------------------------------------- split
@@ -560,8 +565,9 @@ def _check_split_matches(split: pd.DataFrame, frame: pd.DataFrame, split_file: P
 # ---------------------------------------------------------------- all together
 
 
-def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
-    """Source -> listing -> fixed split -> cache at ``max_px``; bad images are reported and skipped."""
+def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool = False) -> Prepared:
+    """Source -> listing -> fixed split -> cache at max side ``item_resize_px`` (``crop``: cut to it, never
+    resampled, for NPR networks: ``<px>px-crop/``); bad images are reported and skipped."""
     root, key = resolve_root(cfg)
     labelled = list_labelled(cfg, root)
     store = Path(cfg.data_dir) / "cache" / key
@@ -569,10 +575,12 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
     split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
     listed_test = list_test(root)
     check_test_set(root, labelled, listed_test, store / "leaks.csv")
-    warn_if_shrinking(labelled.source, max_px)
-    cached = build_cache(labelled, store / f"{max_px}px", max_px, workers)
-    test = build_cache(listed_test, store / f"{max_px}px" / "_test", max_px, workers)
-    unseen = build_cache(list_unseen(root), store / f"{max_px}px" / "_unseen", max_px, workers)
+    if not crop:
+        warn_if_shrinking(labelled.source, item_resize_px)
+    cache_dir = store / f"{item_resize_px}px{'-crop' if crop else ''}"
+    cached = build_cache(labelled, cache_dir, item_resize_px, workers, crop)
+    test = build_cache(listed_test, cache_dir / "_test", item_resize_px, workers, crop)
+    unseen = build_cache(list_unseen(root), cache_dir / "_unseen", item_resize_px, workers, crop)
     bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
     bad = pd.concat([bad, skipped_entries(cfg, root)], ignore_index=True)
     _report_bad(bad, store / "bad_images.csv")
@@ -586,7 +594,7 @@ def prepare(cfg: DataConfig, max_px: int, workers: int = 2) -> Prepared:
                     test[test.error.isna()][["id", "path"]].reset_index(drop=True),
                     unseen[unseen.error.isna()][["id", "path", "label"]].reset_index(drop=True),
                     cfg.positive_class, negative, split_file, bad.reset_index(drop=True),
-                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True))
+                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True), cache_dir)
 
 
 def _report_bad(bad: pd.DataFrame, report: Path) -> None:

@@ -12,24 +12,20 @@ Artifacts only: nothing here imports torch or fastai. ``Run.learner()`` loads th
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
+from . import runfolder
 from .config import TrainConfig, load_yaml
-from .ensemble import EnsembleError, read_ids, read_probs
-from .train import LEARNER_FILE, config_of, is_complete
+from .runfolder import RunError, is_complete
+
+__all__ = ["Run", "RunError", "RunStatus", "Sweep", "load_run", "load_sweep"]
 
 log = logging.getLogger(__name__)
-
-
-class RunError(ValueError):
-    """A folder is not a complete, readable run; the message names the folder and why."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +55,7 @@ class Run:
         """The exported fastai learner (imports fastai now; see deepfake_fastai.learner.load_learner)."""
         from .learner import load_learner
 
-        return load_learner(self.path / LEARNER_FILE, cpu=cpu, trust=trust)
+        return load_learner(self.path / runfolder.LEARNER, cpu=cpu, trust=trust)
 
 
 class RunStatus(NamedTuple):
@@ -95,30 +91,11 @@ class Sweep:
 # ----------------------------------------------------------------------------------------------- one run
 def _why_incomplete(path: Path) -> str:
     """What the folder says about itself, for the error message."""
-    from .sweep import read_record
-
     if not path.is_dir():
         return "no such folder"
-    record = read_record(path)
+    record = runfolder.read_record(path)
     error = record.get("error")
     return f"status: {record.get('status', 'unknown')}" + (f", error: {error}" if error else "")
-
-
-def _read_probs(path: Path, n: int) -> np.ndarray:
-    """The ensembler's checked reader, its errors as RunErrors."""
-    try:
-        return read_probs(path, n)
-    except EnsembleError as e:
-        raise RunError(str(e)) from None
-
-
-def _predictions(path: Path, stem: str, positive: str | None) -> pd.DataFrame:
-    """``<stem>_ids.csv`` joined with ``<stem>_probs.npy`` (and y when ``positive`` is given)."""
-    ids = read_ids(path / f"{stem}_ids.csv")
-    frame = ids.assign(prob=_read_probs(path / f"{stem}_probs.npy", len(ids)))
-    if positive is not None:
-        frame["y"] = (frame["label"] == positive).astype(int)
-    return frame
 
 
 def load_run(path: Path | str) -> Run:
@@ -126,16 +103,18 @@ def load_run(path: Path | str) -> Run:
     path = Path(path)
     if not is_complete(path):
         raise RunError(f"{path} is not a complete run ({_why_incomplete(path)}); a run is complete when its "
-                       f"metrics.json says status 'complete'")
-    metrics = json.loads((path / "metrics.json").read_text())
+                       f"{runfolder.METRICS} says status 'complete'")
+    metrics = runfolder.read_metrics(path)
     try:
-        valid = _predictions(path, "valid", str(metrics.get("positive_class", "fake")))
-        has_test = (path / "test_ids.csv").is_file()
-        test = _predictions(path, "test", None) if has_test else pd.DataFrame({"id": [], "prob": []})
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else pd.DataFrame()
+        valid = runfolder.read_part(path, "valid", str(metrics.get("positive_class", "fake")))
+        test = runfolder.read_part(path, "test")
+        history = runfolder.read_history(path)
+    except RunError:
+        raise
     except (OSError, ValueError, KeyError) as e:  # a missing/garbled artifact in a folder marked complete
         raise RunError(f"{path}: cannot read the run's artifacts: {e}") from e
-    return Run(path=path, config=config_of(path), metrics=metrics, history=history, valid=valid, test=test)
+    return Run(path=path, config=runfolder.read_config(path), metrics=metrics, history=history, valid=valid,
+               test=test)
 
 
 # --------------------------------------------------------------------------------------------- a sweep

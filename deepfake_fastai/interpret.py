@@ -2,14 +2,14 @@
 
     run = load_run("runs/quickstart/resnet18_r64-64_fine_tune_s42")
     frame = valid_images(run)                                # validation rows + the path of each cached image
-    top_losses_figure(top_losses(frame, classes_of(run)))    # no model: losses from valid_probs.npy
+    top_losses_figure(top_losses(frame, classes_of(run)))    # no model: losses from the saved probabilities
     learn = run.learner()
     cam = grad_cam(learn, frame.path[:8])                    # .images, .heat (n, h, w) in [0, 1], .probs, ...
     grad_cam_figure(cam, frame.label[:8])                    # each image above its heatmap overlay
     tsne_figure(tsne_points(learn, frame), classes_of(run))  # penultimate-layer embeddings in 2-D
     figures, notes = run_figures(run)                        # all three as the report shows them (never raises)
 
-Images come from the run's data cache (``<dir of split_file>/<item_resize>px/<id>.png``) and go through the
+Images come from the run's data cache (``runfolder.cache_dir``: the folder its images were cached in) and go through the
 learner's own validation transforms, so the model sees what it was scored on. Grad-CAM explains the body's
 last feature map (CNNs); for a ViT, the patch tokens entering its last attention, class/register tokens dropped
 and the rest reshaped to the patch grid. The cores (losses, Grad-CAM maps, overlays, token grids, t-SNE) are
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from . import runfolder
 from .config import TRACES_ARCH
 from .inspection import Run
 from .metrics import EPS
@@ -138,10 +139,7 @@ def classes_of(run: Run) -> tuple[str, str]:
 
 def cache_dir(run: Run) -> Path:
     """The folder of the run's cached images, at the size they were fed to the model."""
-    split_file = run.metrics.get("split_file")
-    if not split_file:
-        raise FileNotFoundError(f"{run.path / 'metrics.json'} records no split_file, so its images cannot be found")
-    folder = Path(split_file).parent / f"{run.metrics.get('item_resize', run.config.resize_px)}px"
+    folder = runfolder.cache_dir(run.path, run.metrics)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: the run's image cache is not here (relative paths are relative to the "
                                 f"folder the run was trained in); prepare the same data again to re-create it")
@@ -362,10 +360,8 @@ def run_figures(run: Run, n_top: int = 12, n_per_class: int = 4,
 
 def _learner(run: Run):
     """The run's exported learner on the CPU (a missing file says so before torch is imported)."""
-    from .train import LEARNER_FILE
-
-    if not (run.path / LEARNER_FILE).is_file():
-        raise FileNotFoundError(f"{run.path / LEARNER_FILE} does not exist")
+    if not (run.path / runfolder.LEARNER).is_file():
+        raise FileNotFoundError(f"{run.path / runfolder.LEARNER} does not exist")
     return run.learner()
 
 

@@ -71,7 +71,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
 
 def item_sizing(cfg: TrainConfig):
     """Per-item sizing: a squish resize, or for NPR networks a crop at even offsets (the grid must survive)."""
-    return GridCrop(cfg.size) if cfg.keeps_grid else Resize(cfg.resize_px, method="squish")
+    return GridCrop(cfg.size) if cfg.keeps_grid else Resize(cfg.item_resize_px, method="squish")
 
 
 def augmentations(cfg: TrainConfig) -> list:
@@ -82,7 +82,7 @@ def augmentations(cfg: TrainConfig) -> list:
         return aug_transforms(size=cfg.size, min_scale=0.75)
     if cfg.aug == "flip":
         return [Flip(p=0.5, size=cfg.size)]
-    return [Resize(cfg.size, method="squish")] if cfg.size != cfg.resize_px else []
+    return [Resize(cfg.size, method="squish")] if cfg.size != cfg.item_resize_px else []
 
 
 def build(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None = None):

@@ -15,12 +15,11 @@ def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     pred = (p >= threshold).astype(int)
     acc = float((pred == y).mean())
-    two_classes = len(np.unique(y)) == 2
     return {
-        "auc": float(skm.roc_auc_score(y, p)) if two_classes else float("nan"),
+        "auc": auc(y, p),
         "accuracy": acc,
         "error_rate": 1.0 - acc,
-        "log_loss": float(skm.log_loss(y, p, labels=[0, 1])),
+        "log_loss": log_loss(y, p),
         "precision": float(skm.precision_score(y, pred, zero_division=0)),
         "recall": float(skm.recall_score(y, pred, zero_division=0)),
         "f1": float(skm.f1_score(y, pred, zero_division=0)),
@@ -30,8 +29,25 @@ def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC (ties count half); nan when ``y`` holds one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of the positive-class probabilities, clipped to [EPS, 1 - EPS]."""
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return float(sk_log_loss(np.asarray(y).astype(int), p, labels=[0, 1]))
+
+
 def confusion(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
     """[[true real, real called fake], [fake called real, true fake]]: rows = truth, columns = prediction."""
-    y = np.asarray(y).astype(int)
+    from sklearn.metrics import confusion_matrix
+
     pred = (np.asarray(p) >= threshold).astype(int)
-    return [[int(((y == t) & (pred == q)).sum()) for q in (0, 1)] for t in (0, 1)]
+    return confusion_matrix(np.asarray(y).astype(int), pred, labels=[0, 1]).astype(int).tolist()

@@ -1,6 +1,6 @@
 """Run a sweep's runs on Ray: a local Ray on one machine, or an existing cluster (``ray start --head``).
 
-Each run is a Ray task that calls the same ``sweep.run_one`` as the local backend, which runs the training in
+Each run is a Ray task that calls the same ``worker.run_one`` as the local backend, which runs the training in
 its own subprocess, so run folders, status files, OOM retry and the leaderboard are identical. Ray is an
 optional extra (``pip install 'deepfake-fastai[ray]'``) imported only here.
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .worker import run_one
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def run_on_ray(configs: list[TrainConfig], python: str, oom_retry: bool,
                address: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Submit every run as a Ray task; yield (run name, record) as they finish."""
     import ray
-
-    from .sweep import run_one
 
     if not configs:
         return

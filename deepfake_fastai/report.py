@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import atomic
+from . import atomic, runfolder
 from .config import TRACES_ARCH
 from .inspection import Run, RunStatus, Sweep, load_sweep
 from .plots import DPI, calibration_figure, confusion_figure, learning_curves_figure, png_bytes, roc_figure
@@ -34,7 +34,7 @@ from .plots import DPI, calibration_figure, confusion_figure, learning_curves_fi
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-INTEGER_COLUMNS = {"rank", "item_resize", "size", "epochs"}  # stored as floats once a failed run leaves a gap
+INTEGER_COLUMNS = {"rank", "item_resize_px", "size", "epochs"}  # stored as floats once a failed run leaves a gap
 HEADLINE = ("auc", "accuracy", "log_loss", "precision", "recall", "f1", "real_accuracy", "fake_accuracy",
             "test_auc", "test_accuracy", "test_precision", "test_recall", "test_f1", "test_confusion",
             "unseen_auc", "unseen_accuracy", "unseen_log_loss")  # metrics shown first, in this order
@@ -101,7 +101,7 @@ def plot_files(page: str, sweep: Sweep) -> dict[Path, bytes]:
         alt = html.unescape(alt)
         run = next((n for n in names if alt.endswith(" " + n)), None)
         kind = alt[: -len(run) - 1] if run else alt
-        folder = sweep.path / run / "plots" if run else sweep.path / "plots"
+        folder = sweep.path / run / runfolder.PLOTS if run else sweep.path / "plots"
         out[folder / (re.sub(r"[^A-Za-z0-9]+", "_", kind).strip("_").lower() + ".png")] = base64.b64decode(data)
     return out
 
@@ -128,7 +128,7 @@ def stored_plots_html(run: Run) -> str:
 
     if run.config.arch != TRACES_ARCH:
         return ""
-    files = [run.path / "plots" / name for name in PLOT_FILES if (run.path / "plots" / name).is_file()]
+    files = [run.path / runfolder.PLOTS / name for name in PLOT_FILES if (run.path / runfolder.PLOTS / name).is_file()]
     return "".join(f'<img src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode("ascii")}" '
                    f'alt="{esc(f.stem)} {esc(run.name)}">' for f in files)
 
@@ -237,7 +237,7 @@ def leaderboard_html(frame: pd.DataFrame) -> str:
 
 
 def metrics_html(metrics: dict[str, Any]) -> str:
-    """A run's metrics.json as a two-column table, headline metrics first."""
+    """A run's metrics as a two-column table, headline metrics first."""
     keys = [k for k in HEADLINE if k in metrics] + sorted(k for k in metrics if k not in HEADLINE)
     rows = "".join(f"<tr><th>{esc(k)}</th>{_num_td(metrics[k])}</tr>" for k in keys)
     return f"<table>{rows}</table>"
@@ -248,7 +248,7 @@ def run_html(run: Run, inspection: str = "") -> str:
     cfg, m = run.config, run.metrics
     y, p = run.valid["y"].to_numpy(), run.valid["prob"].to_numpy()
     classes = (run.negative_class, run.positive_class)
-    what = (f"{cfg.arch}, item resize {cfg.resize_px} px → {cfg.size} px, {cfg.epochs} epochs, "
+    what = (f"{cfg.arch}, item resize {cfg.item_resize_px} px → {cfg.size} px, {cfg.epochs} epochs, "
             f"batch {cfg.bs} (accumulation {cfg.accum}), lr {cfg.lr:g}, precision {m.get('precision_mode', '?')}, "
             f"seed {cfg.seed}, {len(run.valid)} validation images, positive class '{run.positive_class}'")
     figures = [

@@ -6,34 +6,32 @@ metrics.json (atomically; the run stays complete) and returns the table.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from . import atomic, degrade
+from . import degrade, runfolder
 from .metrics import classification
 
 log = logging.getLogger(__name__)
 
 
 def validation_images(run_dir: Path) -> tuple[list[Path], np.ndarray]:
-    """Cached validation image paths of a run (rows of valid_ids.csv) and labels (1 = positive class)."""
+    """Cached validation image paths of a run (rows of its validation ids) and labels (1 = positive class)."""
     from .data import cache_name
 
-    m = json.loads((run_dir / "metrics.json").read_text())
-    ids = pd.read_csv(run_dir / "valid_ids.csv", dtype=str)
-    cache = Path(m["split_file"]).parent / f"{m['item_resize']}px"
+    m = runfolder.read_metrics(run_dir)
+    ids = runfolder.read_ids(run_dir, "valid")
+    cache = runfolder.cache_dir(run_dir, m)
     paths = [cache / cache_name(i) for i in ids.id]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} cached validation images are gone (e.g. {missing[0]}); "
-                                f"re-run `deepfake-fastai data` for this data set at {m['item_resize']} px")
+        raise FileNotFoundError(f"{len(missing)} cached validation images are gone (e.g. {missing[0]}); re-run "
+                                f"`deepfake-fastai data --item-resize-px {m['item_resize_px']}` for this data set")
     return paths, (ids.label == m["positive_class"]).to_numpy().astype(int)
 
 
@@ -69,9 +67,8 @@ def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)
 def predictor(run_dir: Path) -> Callable[[list[Path]], np.ndarray]:
     """Image files -> probability of the positive class, for a fastai run or an em_traces run."""
     from .config import TRACES_ARCH, TrainConfig
-    from .train import config_of
 
-    cfg = config_of(run_dir)
+    cfg = runfolder.read_config(run_dir)
     if cfg.arch == TRACES_ARCH:
         from . import traces
 
@@ -79,8 +76,8 @@ def predictor(run_dir: Path) -> Callable[[list[Path]], np.ndarray]:
         return lambda files: traces.positive_probs(model, traces.featurise_paths(files, params, progress=False))
     from .learner import load_learner, positive_probs
 
-    learn = load_learner(run_dir / "learner.pkl")
-    positive = json.loads((run_dir / "metrics.json").read_text())["positive_class"]
+    learn = load_learner(run_dir / runfolder.LEARNER)
+    positive = runfolder.read_metrics(run_dir)["positive_class"]
     plain = TrainConfig(tta_n=0)
 
     def predict(files: list[Path]) -> np.ndarray:
@@ -91,10 +88,8 @@ def predictor(run_dir: Path) -> Callable[[list[Path]], np.ndarray]:
 
 
 def record(run_dir: Path, table: dict[str, float]) -> None:
-    """Add the table to the run's metrics.json (atomic rewrite; everything else unchanged)."""
-    path = Path(run_dir) / "metrics.json"
-    metrics = json.loads(path.read_text())
-    atomic.write_json(path, {**metrics, "robustness": table})
+    """Add the table to the run's metrics (atomic rewrite; everything else unchanged)."""
+    runfolder.add_metrics(run_dir, {"robustness": table})
 
 
 def format_table(table: dict[str, float]) -> str:

@@ -20,7 +20,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .netcheck import reachable
-from .submit import SubmitError
+
+
+class SubmitError(RuntimeError):
+    """An upload failed or cannot start (credentials, network, Kaggle's reply); the message says the fix."""
+
 
 log = logging.getLogger(__name__)
 

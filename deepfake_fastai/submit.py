@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -30,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__, atomic
-from .config import ConfigError, load_train_config
+from . import atomic, runfolder
+from .config import ConfigError
+from .submissions_io import SubmitError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,6 @@ SHOW = 5  # offending ids named in an error message
 
 class SubmissionError(ValueError):
     """A submission file or format is wrong; the message lists every problem found."""
-
-
-class SubmitError(RuntimeError):
-    """An upload failed or cannot start (credentials, network, Kaggle's reply); the message says the fix."""
 
 
 def on_kaggle() -> bool:
@@ -327,6 +325,14 @@ def validate_csv(data: bytes, expected: Expected) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------- writing
+def toolkit_version() -> str:
+    """The installed package's version (from its metadata: no import of the package, whose __init__ is higher)."""
+    try:
+        return importlib.metadata.version("deepfake-fastai")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def git_commit() -> str | None:
     """The toolkit's git commit ("-dirty" if it has uncommitted changes), or None outside a git checkout."""
     here = Path(__file__).resolve().parent
@@ -380,7 +386,7 @@ def write_submission(frame: pd.DataFrame, expected: Expected, record: dict[str, 
     full = {**record, "name": name, "csv": path.name, "created": now.isoformat(timespec="seconds"),
             "sha256": hashlib.sha256(data).hexdigest(), "n_rows": len(frame),
             "format": dataclasses.asdict(expected.fmt), "expected_ids_from": str(Path(expected.source).resolve()),
-            "toolkit": {"version": __version__, "git_commit": git_commit()}, "kaggle": record.get("kaggle", [])}
+            "toolkit": {"version": toolkit_version(), "git_commit": git_commit()}, "kaggle": record.get("kaggle", [])}
     atomic.write_json(path.with_suffix(".json"), full)
     if on_kaggle():
         atomic.write_bytes(KAGGLE_WORKING / "submission.csv", data)
@@ -392,8 +398,8 @@ def write_submission(frame: pd.DataFrame, expected: Expected, record: dict[str, 
 def _data_roots(run_dir: Path) -> list[Path]:
     """Folders where a run's data set (and so its sample_submission.csv) may live, most likely first."""
     try:
-        data = load_train_config(run_dir / "config.yaml").data
-        info = json.loads((run_dir / "metrics.json").read_text())
+        data = runfolder.read_config(run_dir).data
+        info = runfolder.read_metrics(run_dir)
     except (ConfigError, OSError, ValueError):
         return []
     if data.source == "synthetic":
@@ -425,7 +431,7 @@ def competition_of(run_dirs: Sequence[Path]) -> str | None:
     """The Kaggle competition the runs were trained for (data.competition), if any."""
     for run_dir in run_dirs:
         try:
-            data = load_train_config(Path(run_dir) / "config.yaml").data
+            data = runfolder.read_config(run_dir).data
         except (ConfigError, OSError):
             continue
         if data.source == "kaggle_competition" and data.competition:

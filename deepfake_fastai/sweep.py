@@ -7,7 +7,7 @@ A sweep file (``sweeps/*.yaml``)::
     data: {source: synthetic} # DataConfig, shared by every run (one split, so runs can be ensembled)
     defaults: {epochs: 3}     # TrainConfig fields for every run
     grid: {arch: [resnet18, convnext_atto], size: [64, 96]}   # cartesian product (optional)
-    runs: [{arch: resnet50, item_resize: 128, size: 256}]     # explicit runs (optional)
+    runs: [{arch: resnet50, item_resize_px: 128, size: 256}]     # explicit runs (optional)
 
 Expanding and ranking are pure; running lives in ``run_sweep`` (subprocesses, like timm's bulk_runner, so a
 crash, a CUDA OOM or a leak stays in its run).
@@ -21,19 +21,20 @@ import fcntl
 import itertools
 import json
 import logging
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import atomic
-from .config import ConfigError, DataConfig, TrainConfig, dump_yaml, from_dict, load_yaml
-from .train import is_complete
+from . import atomic, runfolder
+from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
+from .runfolder import is_complete, read_record
+from .worker import oom_retry_config, run_one
+
+__all__ = ["SweepConfig", "expand", "load_sweep", "oom_retry_config", "preflight", "read_record", "run_one",
+           "run_sweep", "write_leaderboard"]
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,6 @@ def sweep_dir(sweep: SweepConfig) -> Path:
     return Path(sweep.runs_dir) / sweep.name
 
 
-def oom_retry_config(cfg: TrainConfig, error: str) -> TrainConfig | None:
-    """Same effective batch with half the micro-batch, if the error was a CUDA OOM and halving is possible."""
-    if "out of memory" not in error.lower() or cfg.micro_bs < 2 or cfg.bs % (cfg.accum * 2):
-        return None
-    return dataclasses.replace(cfg, accum=cfg.accum * 2)
-
-
 def leaderboard_rows(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """Run records sorted by ``metric`` (best first, failed runs last), each with its rank."""
     higher = METRICS[metric]
@@ -137,8 +131,8 @@ def leaderboard_rows(results: list[dict[str, Any]], metric: str) -> list[dict[st
     return [{**r, "rank": rank} for rank, r in enumerate(sorted(results, key=key), 1)]
 
 
-LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "input", "item_resize", "size", "epochs", "auc",
-                       "accuracy", "log_loss", "test_auc", "test_accuracy", "fit_time_s", "wall_time_s",
+LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "input", "item_resize_px", "size", "epochs",
+                       "auc", "accuracy", "log_loss", "test_auc", "test_accuracy", "fit_time_s", "wall_time_s",
                        "images_per_s", "precision_mode", "note", "error"]
 
 
@@ -159,23 +153,10 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def read_record(run_dir: Path) -> dict[str, Any]:
-    """What the leaderboard knows of one run folder: its metrics if complete, else its status and error."""
-    for name in ("metrics.json", "status.json"):
-        try:
-            record = json.loads((run_dir / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if name == "status.json" or record.get("status") == "complete":
-            return {"run": run_dir.name, **record}
-    return {"run": run_dir.name, "status": "not started"}
-
-
 # ---------------------------------------------------------------- running (side effects)
 
 
 BACKENDS = ("local", "ray")
-WORKER_LOG = "worker.log"  # a run's console output (bars, epoch tables) when the sweep runs quiet
 
 
 def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None, backend: str = "local",
@@ -226,49 +207,6 @@ def _announce(i: int, n: int, cfg: TrainConfig, state: dict) -> None:
     log.info("run %d/%d: %s%s%s", i, n, cfg.run_name, " (complete, skipped)" if done else "", "" if done else eta)
 
 
-def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool = False) -> dict[str, Any]:
-    """One run in a child process (retried once on CUDA OOM); returns its sweep-state record."""
-    start = time.monotonic()
-    record = _attempt(cfg, python, quiet)
-    if record["status"] != "complete" and oom_retry:
-        retry = oom_retry_config(cfg, record.get("error", ""))
-        if retry is not None:
-            note = f"CUDA OOM: retried with micro-batch {retry.micro_bs} x accum {retry.accum} (same bs {retry.bs})"
-            log.warning("%s: %s", cfg.run_name, note)
-            record = {**_attempt(retry, python, quiet), "note": note}
-    record["wall_time_s"] = round(time.monotonic() - start, 1)
-    if record["status"] != "complete":
-        output = f"; its output: {Path(cfg.runs_dir) / cfg.run_name / WORKER_LOG}" if quiet else ""
-        log.error("%s failed: %s (the sweep goes on%s)", cfg.run_name, record.get("error"), output)
-    return record
-
-
-def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
-    run_dir = Path(cfg.runs_dir) / cfg.run_name
-    atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
-    with open(run_dir / WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
-        proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],
-                              preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
-                              check=False)
-    record = read_record(run_dir)
-    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
-        # killed before it could record anything itself (signal, OOM killer)
-        record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
-        atomic.write_json(run_dir / "status.json", record)
-    return {"status": record.get("status"), "error": record.get("error", "")}
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the sweep runner dies, so no orphan keeps training."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
     """One runner per sweep folder; the OS releases the lock if the runner is killed."""
@@ -315,9 +253,9 @@ def _check_same_split(out: Path, records: list[dict[str, Any]]) -> None:
     complete = [r for r in records if r.get("status") == "complete"]
     if not complete:
         return
-    reference = (out / complete[0]["run"] / "valid_ids.csv").read_bytes()
+    reference = out / complete[0]["run"]
     for r in complete[1:]:
-        if (out / r["run"] / "valid_ids.csv").read_bytes() != reference:
+        if not runfolder.same_split(reference, out / r["run"]):
             r["note"] = f"validation ids differ from {complete[0]['run']}: cannot be ensembled with it"
             log.warning("%s: %s", r["run"], r["note"])
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from .progress import progress
+
 log = logging.getLogger(__name__)
 
 FAMILIES = ("tconv4", "tconv3", "nnconv", "bilconv", "pixshuf")
@@ -392,26 +394,17 @@ def _render_chunk(spec: SyntheticSpec, jobs: Sequence[ImageJob], out_dir: Path) 
     return len(jobs)
 
 
-def _progress(items: Iterable, total: int) -> Iterable:
-    """`items` under a fastprogress bar when fastprogress is installed (it comes with fastai)."""
-    try:
-        from fastprogress.fastprogress import progress_bar
-    except ImportError:
-        return items
-    return progress_bar(items, total=total)
-
-
 def _render_all(spec: SyntheticSpec, jobs: Sequence[ImageJob], out_dir: Path, workers: int) -> None:
     """Render every job into `out_dir`, in `workers` processes (in this process when workers <= 1)."""
     chunks = [jobs[i : i + CHUNK_SIZE] for i in range(0, len(jobs), CHUNK_SIZE)]
     load_photos()  # load once here: forked workers inherit the cache instead of each decoding the photos
     if workers <= 1:
-        for chunk in _progress(chunks, len(chunks)):
+        for chunk in progress(chunks, len(chunks), min_items=0):
             _render_chunk(spec, chunk, out_dir)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_render_chunk, spec, chunk, out_dir) for chunk in chunks]
-        for future in _progress(as_completed(futures), len(futures)):
+        for future in progress(as_completed(futures), len(futures), min_items=0):
             future.result()  # re-raise a worker's error here
 
 

@@ -35,16 +35,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from . import atomic, em_kernels, metrics
+from . import atomic, em_kernels, metrics, runfolder
+from .atomic import file_sha256
 from .config import CLASSIFIERS, EM_MODES, ConfigError, TrainConfig
-from .manifest import file_sha256
-from .manifest import write as write_manifest
 from .plots import new_figure, plain, png_bytes
-from .train import RunResult, score_held_out, write_predictions
+from .progress import progress as bar
+from .runfolder import RunResult
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pkl"  # the fitted StandardScaler + classifier pipeline (instead of learner.pkl)
+MODEL_FILE = runfolder.MODEL  # the fitted StandardScaler + classifier pipeline (instead of a learner)
 OUTLIER_DENSITY = 1.0  # mixture mode: uniform density of the outlier model over the [0, 1] pixel range
 MIN_VAR = 1e-12  # floor of sigma^2: a flat channel has zero residuals and must not divide by zero
 CHUNK_PX = 1 << 18  # pixels (all channels) per thread task: enough work to amortise the task, bounded memory
@@ -307,7 +307,9 @@ def featurise_paths(paths: Sequence[str], params: EMParams, backend: str = "auto
         chunks = _chunks(paths, max(1, -(-len(paths) // (workers * 4))))
     with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # kernels, numpy, PIL release the GIL
         results = pool.map(lambda c: _featurise_chunk(c, params, backend), chunks)
-        return np.concatenate(list(_progress(results, len(chunks), len(paths), progress)))
+        if progress:
+            results = bar(results, len(chunks), f"EM traces of {len(paths)} images", n_items=len(paths))
+        return np.concatenate(list(results))
 
 
 def _one_blas_thread():
@@ -315,15 +317,6 @@ def _one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _progress(it, total: int, n_images: int, show: bool):
-    if not show or n_images < 200:
-        return it
-    from fastprogress.fastprogress import progress_bar
-
-    log.info("EM traces of %d images", n_images)
-    return progress_bar(it, total=total)
 
 
 # ------------------------------------------------------------------------------------------ feature cache
@@ -484,14 +477,13 @@ class _Features:
     seconds: float
 
 
-def _features_of(prepared, px: int, params: EMParams) -> _Features:
+def _features_of(prepared, params: EMParams) -> _Features:
     """All features of a prepared data set, through the cache next to its images."""
-    px_dir = prepared.split_file.parent / f"{px}px"
     parts = [prepared.items[~prepared.items.is_valid], prepared.items[prepared.items.is_valid],
              prepared.test, prepared.unseen, prepared.labelled_test]
     paths = [p for part in parts for p in part.path]
     start = time.perf_counter()
-    feats = cached_features(paths, px_dir, params)
+    feats = cached_features(paths, prepared.cache_dir, params)
     bounds = np.cumsum([0] + [len(p) for p in parts])
     return _Features(*(feats[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
                      seconds=time.perf_counter() - start)
@@ -505,29 +497,26 @@ def run_traces(cfg: TrainConfig, run_dir: Path) -> RunResult:
     """An ``arch: em_traces`` run: features, classifier, the CNN run folder contract, explanation plots."""
     from . import data
 
-    prepared = data.prepare(cfg.data, max_px=cfg.resize_px)
+    prepared = data.prepare(cfg.data, item_resize_px=cfg.item_resize_px, crop=cfg.keeps_grid)
     params = EMParams.of(cfg)
-    feats = _features_of(prepared, cfg.resize_px, params)
+    feats = _features_of(prepared, params)
     train_items, valid = prepared.items[~prepared.items.is_valid], prepared.items[prepared.items.is_valid]
     y_train, y = _labels(train_items, prepared.positive_class), _labels(valid, prepared.positive_class)
     start = time.perf_counter()
     model = make_classifier(cfg.classifier, cfg.seed).fit(feats.train, y_train)
     fit_s = time.perf_counter() - start
     valid_probs = positive_probs(model, feats.valid)
-    write_predictions(run_dir, valid, valid_probs, prepared.test, positive_probs(model, feats.test))
-    held_out = score_held_out(prepared, run_dir, lambda part, _: positive_probs(model, getattr(feats, part)))
+    runfolder.write_predictions(run_dir, valid, valid_probs, prepared.test, positive_probs(model, feats.test))
+    held_out = runfolder.score_held_out(prepared, run_dir, lambda part, _: positive_probs(model, getattr(feats, part)))
     scores = metrics.classification(y, valid_probs)
-    atomic.write_csv(run_dir / "history.csv", pd.DataFrame([{
+    runfolder.write_history(run_dir, pd.DataFrame([{
         "epoch": 0, "train_loss": metrics.classification(y_train, positive_probs(model, feats.train))["log_loss"],
         "valid_loss": scores["log_loss"], "roc_auc_score": scores["auc"]}]))  # a CNN's columns, one "epoch"
     model_sha = save_model(model, run_dir / MODEL_FILE)
-    _write_plots(run_dir / "plots", cfg, model, feats, y_train, y, (prepared.negative_class, prepared.positive_class))
+    classes = (prepared.negative_class, prepared.positive_class)
+    _write_plots(run_dir / runfolder.PLOTS, cfg, model, feats, y_train, y, classes)
     result = {**scores, **held_out, **_run_record(cfg, prepared, feats, fit_s), "model_sha256": model_sha}
-    write_manifest(run_dir)  # after every artifact, before metrics.json marks the run complete
-    atomic.write_json(run_dir / "metrics.json", result)
-    atomic.write_json(run_dir / "status.json", {"status": "complete"})
-    log.info("run %s: AUC %.4f, accuracy %.4f", cfg.run_name, result["auc"], result["accuracy"])
-    return RunResult(run_dir, result)
+    return runfolder.finish(run_dir, result)
 
 
 def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> dict[str, Any]:
@@ -535,14 +524,15 @@ def _run_record(cfg: TrainConfig, prepared, feats: _Features, fit_s: float) -> d
     n_train = len(feats.train)
     total_s = feats.seconds + fit_s
     return {
-        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.resize_px,
+        "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "size": cfg.item_resize_px,
         "recipe": f"{cfg.em_mode}+{cfg.classifier}",
-        "item_resize": cfg.resize_px, "epochs": 0, "precision_mode": "fp64",
+        "item_resize_px": cfg.item_resize_px, "epochs": 0, "precision_mode": "fp64",
         "classifier": cfg.classifier, "em_mode": cfg.em_mode, "em_iter": cfg.em_iter, "kernel": cfg.kernel,
         "n_features": feats.train.shape[1], "n_train": n_train, "n_valid": len(feats.valid),
         "n_test": len(feats.test), "positive_class": prepared.positive_class,
         "negative_class": prepared.negative_class, "data_key": prepared.key,
-        "split_file": str(prepared.split_file.resolve()), "features_time_s": round(feats.seconds, 2),
+        "split_file": str(prepared.split_file.resolve()), "cache_dir": str(prepared.cache_dir.resolve()),
+        "features_time_s": round(feats.seconds, 2),
         "fit_time_s": round(total_s, 2), "classifier_fit_s": round(fit_s, 2),
         "images_per_s": round(n_train / max(total_s, 1e-9), 1), "model_file": MODEL_FILE,
         "bad_images": len(prepared.bad_images),

@@ -1,17 +1,81 @@
-"""Child process of a sweep: ``python -m deepfake_fastai.worker runs/<sweep>/<run>/config.yaml``.
+"""One run in its own process, both sides: ``run_one`` (the parent, used by every sweep backend) starts
+``python -m deepfake_fastai.worker <run>/config.yaml`` (the child, ``main``) and reads back what it recorded.
 
-Exit code 0 when the run completed; train.run records any failure in the run's status.json itself.
+The child's exit code is 0 when the run completed; train.run records any failure in the run's status.json
+itself, and the parent records one when the child died before it could (a signal, the OOM killer).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import signal
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
+
+from . import runfolder
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------- parent side
+def oom_retry_config(cfg: TrainConfig, error: str) -> TrainConfig | None:
+    """Same effective batch with half the micro-batch, if the error was a CUDA OOM and halving is possible."""
+    if "out of memory" not in error.lower() or cfg.micro_bs < 2 or cfg.bs % (cfg.accum * 2):
+        return None
+    return dataclasses.replace(cfg, accum=cfg.accum * 2)
+
+
+def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool = False) -> dict[str, Any]:
+    """One run in a child process (retried once on CUDA OOM); returns its sweep-state record."""
+    start = time.monotonic()
+    record = _attempt(cfg, python, quiet)
+    if record["status"] != "complete" and oom_retry:
+        retry = oom_retry_config(cfg, record.get("error", ""))
+        if retry is not None:
+            note = f"CUDA OOM: retried with micro-batch {retry.micro_bs} x accum {retry.accum} (same bs {retry.bs})"
+            log.warning("%s: %s", cfg.run_name, note)
+            record = {**_attempt(retry, python, quiet), "note": note}
+    record["wall_time_s"] = round(time.monotonic() - start, 1)
+    if record["status"] != "complete":
+        output = f"; its output: {Path(cfg.runs_dir) / cfg.run_name / runfolder.WORKER_LOG}" if quiet else ""
+        log.error("%s failed: %s (the sweep goes on%s)", cfg.run_name, record.get("error"), output)
+    return record
+
+
+def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    config_file = runfolder.write_config(run_dir, cfg)
+    # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
+    with open(run_dir / runfolder.WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
+        proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(config_file)],
+                              preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
+                              check=False)
+    record = runfolder.read_record(run_dir)
+    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
+        # killed before it could record anything itself (signal, OOM killer)
+        record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
+        runfolder.write_status(run_dir, record)
+    return {"status": record.get("status"), "error": record.get("error", "")}
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the sweep runner dies, so no orphan keeps training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# -------------------------------------------------------------------------------------------- child side
 def main(argv: list[str]) -> int:
     from .config import load_train_config
     from .train import run

@@ -55,7 +55,7 @@ def test_mixup_with_bce_gives_soft_targets_and_a_finite_loss(tiny_data, tmp_path
     from deepfake_fastai import data, learner
 
     cfg = TrainConfig(**{k: v for k, v in _cfg(tmp_path, tiny_data).items()})
-    prepared = data.prepare(cfg.data, max_px=32)
+    prepared = data.prepare(cfg.data, item_resize_px=32)
     learn, _ = learner.build(cfg, prepared, tmp_path)
     learn.add_cb(_Capture())
     with learn.no_bar(), learn.no_logging():
@@ -96,7 +96,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_data, tmp_path):
 
     cfg = TrainConfig(**_cfg(tmp_path, tiny_data, epochs=4))
     run_dir = tmp_path / "run"
-    prepared = data.prepare(cfg.data, max_px=32)
+    prepared = data.prepare(cfg.data, item_resize_px=32)
     learn, _ = learner.build(cfg, prepared, run_dir)
     learn.add_cb(_Interrupt())
     with pytest.raises(KeyboardInterrupt):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deepfake_fastai import bench
+from benchmarks import bench
 
 TINY = dataclasses.replace(
     bench.QUICK, tiny_arch="test_resnet", bs=8, repeats=1, timed_batches=2, train_models=(("resnet18", 32),),

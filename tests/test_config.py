@@ -37,7 +37,7 @@ def test_int_is_accepted_for_float_and_yaml_round_trips(tmp_path: Path):
 
 
 def test_micro_batch_and_run_name():
-    cfg = TrainConfig(arch="vit_small_patch16_224", size=224, item_resize=128, bs=64, accum=4, seed=1)
+    cfg = TrainConfig(arch="vit_small_patch16_224", size=224, item_resize_px=128, bs=64, accum=4, seed=1)
     assert cfg.micro_bs == 16
     assert cfg.run_name == "vit_small_patch16_224_r128-224_fine_tune_s1"
     named = TrainConfig(arch="convnext_small.fb_in22k", size=64).run_name

@@ -39,7 +39,7 @@ def _cfg(tmp: Path, **kw) -> DataConfig:
 
 def test_folder_source_lists_classes_and_never_takes_test_for_a_class(tmp_path):
     root = _folder(tmp_path / "d", classes=("Human", "AI"))
-    prepared = data.prepare(_cfg(tmp_path, path=str(root), positive_class="AI"), max_px=32)
+    prepared = data.prepare(_cfg(tmp_path, path=str(root), positive_class="AI"), item_resize_px=32)
     assert (prepared.positive_class, prepared.negative_class) == ("AI", "Human")
     assert sorted(prepared.items.label.unique()) == ["AI", "Human"]
     assert sorted(prepared.test.id) == ["t0", "t1", "t2"]
@@ -51,14 +51,14 @@ def test_kaggle_layout_with_train_folder(tmp_path):
     root = tmp_path / "comp"
     _folder(root / "train", classes=("0", "1"), n=5)
     (root / "train" / "test").rename(root / "test")
-    prepared = data.prepare(_cfg(tmp_path, path=str(root), positive_class="1"), max_px=40)
+    prepared = data.prepare(_cfg(tmp_path, path=str(root), positive_class="1"), item_resize_px=40)
     assert len(prepared.items) == 10 and len(prepared.test) == 3
 
 
 def test_positive_class_must_exist(tmp_path):
     root = _folder(tmp_path / "d")
     with pytest.raises(data.DataError, match=r"positive class 'FAKE' not among the classes \['fake', 'real'\]"):
-        data.prepare(_cfg(tmp_path, path=str(root), positive_class="FAKE"), max_px=32)
+        data.prepare(_cfg(tmp_path, path=str(root), positive_class="FAKE"), item_resize_px=32)
 
 
 def test_csv_source(tmp_path):
@@ -68,13 +68,13 @@ def test_csv_source(tmp_path):
     pd.DataFrame(rows, columns=["file", "y"]).to_csv(csv, index=False)
     cfg = _cfg(tmp_path, source="csv", path=str(csv), fn_col="file", label_col="y")
     with pytest.raises(data.DataError, match=r"none of the 12 labelled images could be read.*0.jpg.*images_dir"):
-        data.prepare(cfg, max_px=32)  # names are relative to imgs/, not to the CSV's folder
+        data.prepare(cfg, item_resize_px=32)  # names are relative to imgs/, not to the CSV's folder
     cfg = _cfg(tmp_path, source="csv", path=str(csv), fn_col="file", label_col="y", images_dir=str(images))
-    prepared = data.prepare(cfg, max_px=32)
+    prepared = data.prepare(cfg, item_resize_px=32)
     assert len(prepared.items) == 12 and (prepared.items.label == "fake").sum() == 6
     bad = _cfg(tmp_path, source="csv", path=str(csv))
     with pytest.raises(data.DataError, match=r"labels.csv: missing column\(s\) \['filename', 'label'\]"):
-        data.prepare(bad, max_px=32)
+        data.prepare(bad, item_resize_px=32)
 
 
 def test_bad_images_are_reported_and_skipped(tmp_path):
@@ -82,7 +82,7 @@ def test_bad_images_are_reported_and_skipped(tmp_path):
     (root / "fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     good = (root / "real" / "000 (0).png").read_bytes()
     (root / "real" / "truncated.png").write_bytes(good[: len(good) // 2])
-    prepared = data.prepare(_cfg(tmp_path, path=str(root)), max_px=32)
+    prepared = data.prepare(_cfg(tmp_path, path=str(root)), item_resize_px=32)
     assert set(prepared.bad_images.id) == {"fake/broken.png", "real/truncated.png"}
     assert not set(prepared.bad_images.id) & set(prepared.items.id)
     report = pd.read_csv(Path(tmp_path / "store" / "cache" / prepared.key / "bad_images.csv"))
@@ -108,9 +108,9 @@ def test_every_mode_becomes_8_bit_rgb(tmp_path, mode):
 def test_split_is_fixed_stratified_and_shared(tmp_path):
     root = _folder(tmp_path / "d", n=20)
     cfg = _cfg(tmp_path, path=str(root), valid_pct=0.25)
-    first = data.prepare(cfg, max_px=32)
+    first = data.prepare(cfg, item_resize_px=32)
     split_bytes = first.split_file.read_bytes()
-    second = data.prepare(cfg, max_px=24)  # another resolution, same split
+    second = data.prepare(cfg, item_resize_px=24)  # another resolution, same split
     assert second.split_file.read_bytes() == split_bytes
     v1, v2 = first.items[first.items.is_valid], second.items[second.items.is_valid]
     assert list(v1.id) == list(v2.id)
@@ -120,7 +120,7 @@ def test_split_is_fixed_stratified_and_shared(tmp_path):
 def test_70_15_15_split_is_stratified_disjoint_and_stable(tmp_path):
     root = _folder(tmp_path / "d", n=40)
     cfg = _cfg(tmp_path, path=str(root), valid_pct=0.15, test_pct=0.15)
-    first = data.prepare(cfg, max_px=32)
+    first = data.prepare(cfg, item_resize_px=32)
     assert first.split_file.name == "split_v15_t15_s42.csv"
     split = pd.read_csv(first.split_file, dtype={"id": str})
     assert not (split.is_valid & split.is_test).any()
@@ -129,9 +129,9 @@ def test_70_15_15_split_is_stratified_disjoint_and_stable(tmp_path):
     assert sorted(first.labelled_test.id) == sorted(split[split.is_test].id)
     assert set(first.items.id).isdisjoint(first.labelled_test.id) and len(first.items) == 80 - 12
     first.split_file.unlink()  # made again from scratch: the same seed gives the same split
-    again = data.prepare(cfg, max_px=32)
+    again = data.prepare(cfg, item_resize_px=32)
     assert pd.read_csv(again.split_file, dtype={"id": str}).equals(split)
-    other = data.prepare(dataclasses.replace(cfg, split_seed=7), max_px=32)  # another seed: another file
+    other = data.prepare(dataclasses.replace(cfg, split_seed=7), item_resize_px=32)  # another seed: another file
     assert other.split_file.name == "split_v15_t15_s7.csv"
     assert set(other.labelled_test.id) != set(first.labelled_test.id)
 
@@ -140,7 +140,7 @@ def test_no_test_part_keeps_the_plain_stratified_split(tmp_path):
     from sklearn.model_selection import train_test_split
 
     root = _folder(tmp_path / "d", n=20)
-    prepared = data.prepare(_cfg(tmp_path, path=str(root)), max_px=32)
+    prepared = data.prepare(_cfg(tmp_path, path=str(root)), item_resize_px=32)
     labelled = data.list_labelled(_cfg(tmp_path, path=str(root)), root)
     _, valid = train_test_split(labelled.id, test_size=0.2, stratify=labelled.label, random_state=42)
     assert set(prepared.items[prepared.items.is_valid].id) == set(valid) and prepared.labelled_test.empty
@@ -154,24 +154,24 @@ def test_test_pct_must_leave_training_images():
 def test_changed_data_is_refused_with_the_fix(tmp_path):
     root = _folder(tmp_path / "d")
     cfg = _cfg(tmp_path, path=str(root))
-    data.prepare(cfg, max_px=32)
+    data.prepare(cfg, item_resize_px=32)
     _img(root / "fake" / "new.png", 7)
     with pytest.raises(data.DataError, match=r"data changed since .*split_v20_t0_s42\.csv.*1 new.*Delete that file"):
-        data.prepare(cfg, max_px=32)
+        data.prepare(cfg, item_resize_px=32)
 
 
 def test_cache_is_reused(tmp_path):
     root = _folder(tmp_path / "d", n=3)
     cfg = _cfg(tmp_path, path=str(root))
-    p = data.prepare(cfg, max_px=32)
+    p = data.prepare(cfg, item_resize_px=32)
     mtimes = [Path(x).stat().st_mtime_ns for x in p.items.path]
-    again = data.prepare(cfg, max_px=32)
+    again = data.prepare(cfg, item_resize_px=32)
     assert [Path(x).stat().st_mtime_ns for x in again.items.path] == mtimes
 
 
 def test_missing_folder_names_the_path(tmp_path):
     with pytest.raises(data.DataError, match=r"nope does not exist; fix data.path"):
-        data.prepare(_cfg(tmp_path, path=str(tmp_path / "nope")), max_px=32)
+        data.prepare(_cfg(tmp_path, path=str(tmp_path / "nope")), item_resize_px=32)
 
 
 def test_kaggle_competition_without_credentials_fails_fast(tmp_path, monkeypatch):
@@ -181,7 +181,7 @@ def test_kaggle_competition_without_credentials_fails_fast(tmp_path, monkeypatch
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kaggle/access_token either
     start = time.monotonic()
     with pytest.raises(data.DataError, match=r"needs Kaggle credentials.*kaggle.json.*KAGGLE_USERNAME"):
-        data.prepare(_cfg(tmp_path, source="kaggle_competition", competition="some-comp"), max_px=32)
+        data.prepare(_cfg(tmp_path, source="kaggle_competition", competition="some-comp"), item_resize_px=32)
     assert time.monotonic() - start < 60  # generous: the point is "no 47 s retry loop per call"
 
 
@@ -191,13 +191,13 @@ def test_kaggle_sources_offline_fail_fast_with_the_fix(tmp_path, monkeypatch, so
     monkeypatch.setenv("KAGGLE_KEY", "0123")
     monkeypatch.setattr(data, "KAGGLE_HOST", ("127.0.0.1", 9))  # the network boundary: nothing listens
     with pytest.raises(data.DataError, match=r"cannot reach 127.0.0.1.*data.source: folder"):
-        data.prepare(_cfg(tmp_path, source=source, **{field: "x/y" if field == "dataset" else "y"}), max_px=32)
+        data.prepare(_cfg(tmp_path, source=source, **{field: "x/y" if field == "dataset" else "y"}), item_resize_px=32)
 
 
 def test_competition_already_downloaded_is_used_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "KAGGLE_HOST", ("127.0.0.1", 9))
     _folder(tmp_path / "store" / "my-comp", n=4)
-    prepared = data.prepare(_cfg(tmp_path, source="kaggle_competition", competition="my-comp"), max_px=32)
+    prepared = data.prepare(_cfg(tmp_path, source="kaggle_competition", competition="my-comp"), item_resize_px=32)
     assert len(prepared.items) == 8 and len(prepared.test) == 3
 
 
@@ -216,7 +216,7 @@ def test_labels_from_a_file_name_rule(tmp_path):
         _img(root / "imgs" / f"pic{i:02d}_{i % 2}.png", seed=i)
     _img(root / "test" / "t0.png", seed=50)
     cfg = _cfg(tmp_path, path=str(root), label_from_name=r"_(\d)$", positive_class="1")
-    prepared = data.prepare(cfg, max_px=32)
+    prepared = data.prepare(cfg, item_resize_px=32)
     labels = dict(zip(prepared.items.id, prepared.items.label, strict=True))
     assert labels["imgs/pic03_1.png"] == "1" and labels["imgs/pic04_0.png"] == "0" and len(labels) == 8
     assert list(prepared.test.id) == ["t0"]  # test/ is never labelled

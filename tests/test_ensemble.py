@@ -51,10 +51,9 @@ def make_sweep(root: Path, noises=(0.8, 1.5, 2.5, 4.0), n_valid: int = 200, n_te
 
 
 # ------------------------------------------------------------------------------------------ scoring math
-def test_ranks_average_ties():
-    x = np.array([0.3, 0.1, 0.3, 0.9, 0.1, 0.1, 0.5])  # three 0.1s share ranks 1-3, two 0.3s ranks 4-5
-    assert np.array_equal(E.ranks(x), [4.5, 2, 4.5, 7, 2, 2, 6])
-    assert np.array_equal(E.ranks(np.array([2.0])), [1.0])
+def test_rank_average_gives_ties_their_average_rank():
+    x = np.array([[0.3, 0.1, 0.3, 0.9, 0.1, 0.1, 0.5]])  # three 0.1s share ranks 1-3, two 0.3s ranks 4-5
+    assert np.allclose(E.rank_average(x) * 7 + 0.5, [4.5, 2, 4.5, 7, 2, 2, 6])
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import timm
 import torch
 from PIL import Image
 
+from deepfake_fastai import runfolder
 from deepfake_fastai.callbacks import GridCrop
 from deepfake_fastai.config import ConfigError, TrainConfig
 from deepfake_fastai.npr import NPR_SCALE, NPRInput, npr_residual, with_npr_input
@@ -65,7 +65,7 @@ def test_prefix_sits_before_the_first_conv_of_each_family(arch):
 @pytest.mark.parametrize("settings, message", [
     ({"input": "npr", "aug": "fastai"}, "aug: fastai"),
     ({"arch": "npr_resnet", "size": 63}, "must be even"),
-    ({"input": "npr", "size": 64, "item_resize": 32}, "would up-sample"),
+    ({"input": "npr", "size": 64, "item_resize_px": 32}, "would up-sample"),
 ])
 def test_settings_that_would_resample_an_npr_input_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -91,10 +91,11 @@ def _predicts_the_same_in_a_fresh_process(result) -> None:
         import sys, numpy as np, pandas as pd
         from deepfake_fastai import load_learner
         learn = load_learner({str(d / 'learner.pkl')!r})
-        from deepfake_fastai.npr import NPRInput
+        from deepfake_fastai import runfolder
+from deepfake_fastai.npr import NPRInput
         assert any(isinstance(m, NPRInput) for m in learn.model.modules())
         ids = pd.read_csv({str(d / 'valid_ids.csv')!r}, dtype=str).id
-        cache = {str(Path(result.metrics['split_file']).parent / f"{result.metrics['item_resize']}px")!r}
+        cache = {str(runfolder.cache_dir(d))!r}
         paths = [cache + '/' + i + '.png' for i in ids]
         preds, _ = learn.get_preds(dl=learn.dls.test_dl(paths))
         np.save(sys.argv[1], preds[:, list(learn.dls.vocab).index('fake')].numpy())
@@ -117,3 +118,15 @@ def test_npr_with_tta_and_the_bce_recipe_trains(tiny_data, tmp_path):
     probs = np.load(result.run_dir / "valid_probs.npy")
     assert np.isfinite(probs).all() and len(probs) == result.metrics["n_valid"]
     assert "_npr_" in result.run_dir.name
+
+
+def test_npr_cache_crops_large_images_instead_of_shrinking_them(tmp_path):
+    from deepfake_fastai.data import cache_one
+
+    pixels = np.random.default_rng(1).integers(0, 255, (90, 101, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    assert cache_one(str(tmp_path / "big.png"), tmp_path / "crop.png", 64, crop=True) is None
+    cached = np.asarray(Image.open(tmp_path / "crop.png"))
+    assert cached.shape == (64, 64, 3) and np.array_equal(cached, pixels[12:76, 18:82])  # even corner, central
+    assert cache_one(str(tmp_path / "big.png"), tmp_path / "shrunk.png", 64) is None
+    assert Image.open(tmp_path / "shrunk.png").size == (64, 57)  # the default still shrinks

@@ -36,7 +36,7 @@ def _folder(root: Path, n: int = 3, classes=("real", "fake")) -> Path:
 
 def _prepare(tmp: Path, root: Path, **kw) -> data.Prepared:
     return data.prepare(DataConfig(source=kw.pop("source", "folder"), path=str(root), data_dir=str(tmp / "store"),
-                                   **kw), max_px=32)
+                                   **kw), item_resize_px=32)
 
 
 def _zero_byte(p: Path) -> None:

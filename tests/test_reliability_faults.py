@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -34,9 +33,10 @@ import yaml
 from fastai.callback.core import Callback
 from PIL import Image
 
-from deepfake_fastai import atomic, cli, learner
+from deepfake_fastai import atomic, cli, learner, runfolder
 from deepfake_fastai import sweep as sweep_mod
-from deepfake_fastai.train import is_complete
+from deepfake_fastai import worker as worker_mod
+from deepfake_fastai.runfolder import is_complete
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kaggle_standin import Server, port_free  # noqa: E402
@@ -44,7 +44,6 @@ from kaggle_standin import Server, port_free  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bomb case itself
 
 REPO = Path(__file__).resolve().parents[1]
-train_mod = importlib.import_module("deepfake_fastai.train")  # the package's `train` attribute is the function
 SECRET = "KGL-s3cr3t-planted-by-the-test"
 RUNS = "ABCDE"
 BOMB_LIMIT = 1500  # Image.MAX_IMAGE_PIXELS during the scenario: 32 px images pass, a 45 px one is a "bomb"
@@ -200,7 +199,7 @@ def _plant_secret(mp: pytest.MonkeyPatch, home: Path) -> None:
 def _first_sweep_with_faults(s: SimpleNamespace) -> None:
     with pytest.MonkeyPatch.context() as faults:
         faults.setattr(learner, "fit", _faulty_fit(learner.fit))
-        faults.setattr(train_mod, "_save_npy", _full_disk_for_e(train_mod._save_npy))
+        faults.setattr(runfolder, "_save_npy", _full_disk_for_e(runfolder._save_npy))
         s.first = _cli("sweep", str(s.sweep_file))
     s.status = {n: _status(s.runs / n) for n in RUNS}
     s.e_files = sorted(p.name for p in (s.runs / "E").iterdir())
@@ -236,7 +235,7 @@ def scenario(tiny_data, tmp_path_factory):
     root_logger.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:
         _plant_secret(mp, tmp / "home")
-        mp.setattr(sweep_mod, "subprocess", SimpleNamespace(run=_worker_here))
+        mp.setattr(worker_mod, "subprocess", SimpleNamespace(run=_worker_here, STDOUT=subprocess.STDOUT))
         with pytest.MonkeyPatch.context() as limit:  # both sweeps see the same bad files; later stages Pillow's limit
             limit.setattr(Image, "MAX_IMAGE_PIXELS", BOMB_LIMIT)
             _first_sweep_with_faults(s)

@@ -23,8 +23,8 @@ from deepfake_fastai import atomic, metrics, plots
 from deepfake_fastai.config import TrainConfig, dump_yaml
 from deepfake_fastai.inspection import RunError, load_run, load_sweep
 from deepfake_fastai.report import anchor, write_report
+from deepfake_fastai.runfolder import write_predictions
 from deepfake_fastai.sweep import SweepConfig
-from deepfake_fastai.train import write_predictions
 
 EVIL_RUN = 'ev<b>il<i>&"x$y$'  # HTML, a quote, an ampersand, and mathtext dollars (no "/": it is a folder)
 EVIL_FAILED = "<script>alert(1)"

@@ -32,7 +32,7 @@ def test_quickstart_covers_four_families_at_two_sizes():
 
 def test_hackrush_is_the_seed_notebook_grid():
     configs = expand(load_sweep(next(p for p in SWEEPS if p.stem == "hackrush")))
-    pairs = {(c.arch, c.resize_px, c.size) for c in configs}
+    pairs = {(c.arch, c.item_resize_px, c.size) for c in configs}
     assert ("resnet50", 128, 256) in pairs and ("convnext_small.fb_in22k", 256, 299) in pairs
     assert ("vit_small_patch16_224", 256, 224) in pairs and all(c.pretrained for c in configs)
 

@@ -31,7 +31,7 @@ def tiny_model(arch: str) -> str:
 def shrink(cfg: TrainConfig, data: DataConfig, runs_dir: Path) -> TrainConfig:
     """The same run, CPU-test-sized."""
     return dataclasses.replace(
-        cfg, arch=tiny_model(cfg.arch), size=32, item_resize=32, epochs=1, bs=16, tta_n=min(cfg.tta_n, 1),
+        cfg, arch=tiny_model(cfg.arch), size=32, item_resize_px=32, epochs=1, bs=16, tta_n=min(cfg.tta_n, 1),
         pretrained=False, weights_file=None, precision="fp32", runs_dir=str(runs_dir), data=data, name=None)
 
 

@@ -71,7 +71,7 @@ def test_offline_pretrained_lite_run_starts_from_the_wheel_weights(tiny_data, tm
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = TrainConfig(arch="tf_efficientnet_lite0", size=32, pretrained=True, bs=16, runs_dir=str(tmp_path),
                       data=DataConfig(source="folder", path=str(tiny_data), data_dir=str(tmp_path / "data")))
-    learn, _ = learner.build(cfg, data.prepare(cfg.data, max_px=32), tmp_path)
+    learn, _ = learner.build(cfg, data.prepare(cfg.data, item_resize_px=32), tmp_path)
     state = torch.load(wheel_weights.source_file(cfg.arch), map_location="cpu", weights_only=True)
     torch.testing.assert_close(learn.model[0].model.conv_stem.weight, state["_conv_stem.weight"])
     assert not learn.model[0].model.conv_stem.weight.requires_grad  # pretrained: fine_tune's frozen body

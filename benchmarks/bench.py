@@ -1,6 +1,6 @@
 """Speed benchmarks: every figure a ratio measured in one run against its reference, medians of repeats.
 
-``make bench`` (``python -m deepfake_fastai.bench``) measures everything below and rewrites only the generated
+``make bench`` (``python -m benchmarks.bench``) measures everything below and rewrites only the generated
 block of BENCHMARKS.md (between ``<!-- bench:start -->`` and ``<!-- bench:end -->``, appended if absent);
 ``--quick`` (``make bench ARGS=--quick``) runs a small version into ``runs/bench-quick.md`` instead, so a
 development run never replaces the real numbers. ``--out`` writes elsewhere.
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
+from deepfake_fastai import atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def jpeg_folder(root: Path, n: int, px: int, seed: int = 0) -> Path:
     """``n`` px x px JPEG crops of the packaged photos in root/{real,fake}/ (labels alternate; speed only)."""
     from PIL import Image
 
-    from .synthetic import load_photos
+    from deepfake_fastai.synthetic import load_photos
 
     photos, rng = load_photos(), np.random.default_rng(seed)
     for label in ("real", "fake"):
@@ -153,10 +153,10 @@ def jpeg_folder(root: Path, n: int, px: int, seed: int = 0) -> Path:
 
 def synthetic_prepared(tmp: Path, n: int, max_px: int):
     """The embedded data set with ``n`` labelled images (64 px), cached at ``max_px``."""
-    from .config import DataConfig
-    from .data import prepare
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.data import prepare
 
-    return prepare(DataConfig(source="synthetic", synthetic_n=n, data_dir=str(tmp / "data")), max_px=max_px)
+    return prepare(DataConfig(source="synthetic", synthetic_n=n, data_dir=str(tmp / "data")), item_resize_px=max_px)
 
 
 def memory_tensors(paths: Sequence[str], labels: Sequence[int], px: int, arch: str):
@@ -165,7 +165,7 @@ def memory_tensors(paths: Sequence[str], labels: Sequence[int], px: int, arch: s
     import torch.nn.functional as F
     from PIL import Image
 
-    from .models import norm_stats
+    from deepfake_fastai.models import norm_stats
 
     stats = norm_stats(arch)
     arr = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]).astype(np.float32) / 255.0
@@ -234,7 +234,7 @@ def plain_rate(model, x, y, precision: str, bs: int, warmup: int, lr: float = 1e
     import torch
     import torch.nn.functional as F
 
-    from . import learner
+    from deepfake_fastai import learner
 
     device = next(model.parameters()).device
     if channels_last:
@@ -259,8 +259,8 @@ def plain_rate(model, x, y, precision: str, bs: int, warmup: int, lr: float = 1e
 
 def toolkit_learner(arch: str, px: int, prepared, bs: int, **options: Any):
     """The toolkit's own learner (learner.build: real DataLoaders, callbacks, precision). Returns (learn, cfg)."""
-    from . import learner
-    from .config import DataConfig, TrainConfig
+    from deepfake_fastai import learner
+    from deepfake_fastai.config import DataConfig, TrainConfig
 
     cfg = TrainConfig(arch=arch, size=px, bs=bs, epochs=1, lr=1e-3, tta_n=0, **options,
                       data=DataConfig(source="folder", path="."))
@@ -274,7 +274,7 @@ def stock_fastai_learner(arch: str, px: int, dls):
     from fastai.metrics import RocAucBinary, accuracy
     from fastai.vision.learner import vision_learner
 
-    from .models import timm_kwargs
+    from deepfake_fastai.models import timm_kwargs
 
     return vision_learner(dls, arch, n_out=2, pretrained=False, normalize=False, loss_func=CrossEntropyLossFlat(),
                           metrics=[accuracy, RocAucBinary()], **timm_kwargs(arch, px, None))
@@ -285,7 +285,7 @@ def stock_fastai_learner(arch: str, px: int, dls):
 
 def measure_train_loop(s: BenchSettings, tmp: Path, arch: str, px: int) -> dict[str, Any]:
     """train()'s learner vs a plain loop (same model, precision, in-memory data) vs stock fastai fp32."""
-    from . import learner
+    from deepfake_fastai import learner
 
     arch = s.arch(arch)
     n = s.bs * (s.warmup_batches + s.timed_batches)
@@ -312,14 +312,14 @@ def measure_train_loop(s: BenchSettings, tmp: Path, arch: str, px: int) -> dict[
 
 def measure_pipeline(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     """End-to-end images/s from a JPEG folder (cached / uncached) vs the same learner on in-memory tensors."""
-    from . import learner
-    from .config import DataConfig
-    from .data import prepare
+    from deepfake_fastai import learner
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.data import prepare
 
     arch, px = s.arch(s.pipeline_model[0]), s.pipeline_model[1]
     n_train = s.bs * (s.warmup_batches + s.timed_batches)
     root = jpeg_folder(tmp / "jpeg_pipeline", int(n_train / 0.8) + s.bs, s.pipeline_source_px)
-    prepared = prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp / "data")), max_px=px)
+    prepared = prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp / "data")), item_resize_px=px)
     learn, cfg, precision = toolkit_learner(arch, px, prepared, s.bs)
     sources = [str(root / i) for i in prepared.items.id]  # the JPEGs themselves, decoded and resized per item
     uncached = dataclasses.replace(prepared, items=prepared.items.assign(path=sources))
@@ -357,10 +357,11 @@ def measure_cache(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     """data.build_cache vs fastai's resize_images on the same JPEGs, each with 1 and 2 workers."""
     from fastai.vision.utils import resize_images
 
-    from .data import _list_folder, build_cache
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.data import build_cache, list_labelled
 
     src = jpeg_folder(tmp / "jpeg_cache", s.cache_images, s.pipeline_source_px, seed=1)
-    frame = _list_folder(src)
+    frame = list_labelled(DataConfig(source="folder", path=str(src)), src)
     count = [0]
 
     def fresh() -> Path:
@@ -393,10 +394,10 @@ def measure_cache(s: BenchSettings, tmp: Path) -> dict[str, Any]:
 
 
 def measure_sweep_overhead(s: BenchSettings, tmp: Path, quickstart_ips: float | None) -> dict[str, Any]:
-    """A real sweep subprocess run (sweep.run_one) split into imports, fit and the rest; DataLoaders in-process."""
-    from . import learner
-    from .config import DataConfig, TrainConfig
-    from .sweep import run_one
+    """A real sweep subprocess run (worker.run_one) split into imports, fit and the rest; DataLoaders in-process."""
+    from deepfake_fastai import learner, runfolder
+    from deepfake_fastai.config import DataConfig, TrainConfig
+    from deepfake_fastai.worker import run_one
 
     data = DataConfig(source="synthetic", synthetic_n=s.sweep_images, data_dir=str(tmp / "data"))
     prepared = synthetic_prepared(tmp, s.sweep_images, 64)  # generated and cached here: not the runner's cost
@@ -409,7 +410,7 @@ def measure_sweep_overhead(s: BenchSettings, tmp: Path, quickstart_ips: float | 
         if record["status"] != "complete":
             raise RuntimeError(f"benchmark sweep run failed: {record.get('error')}")
         walls.append(record["wall_time_s"])
-        fits.append(_read_json(Path(cfg.runs_dir) / cfg.name / "metrics.json")["fit_time_s"])
+        fits.append(runfolder.read_metrics(Path(cfg.runs_dir) / cfg.name)["fit_time_s"])
     dls_s = [_timed(lambda: learner.dataloaders(cfg, prepared)) for _ in range(s.repeats)]
     overhead = [w - f for w, f in zip(walls, fits, strict=True)]
     quickstart_fit = s.quickstart_train_images / quickstart_ips if quickstart_ips else None
@@ -426,16 +427,12 @@ def _import_in_subprocess() -> None:
                     "deepfake_fastai.learner"], check=True, capture_output=True)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
 # ---------------------------------------------------------------- 5. TTA
 
 
 def measure_tta(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     """learner.positive_probs with TTA (n augmented passes + the plain one) vs plain get_preds, same images."""
-    from . import learner
+    from deepfake_fastai import learner
 
     prepared = synthetic_prepared(tmp, int(s.tta_images / 0.2) + 1, 64)
     arch = s.arch("resnet18")
@@ -471,8 +468,8 @@ def measure_scaling(s: BenchSettings, tmp: Path) -> list[dict[str, Any]]:
 
 
 def _scale_point(s: BenchSettings, tmp: Path, n: int, px: int) -> dict[str, Any]:
-    from .config import DataConfig
-    from .train import train
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.train import train
 
     data = DataConfig(source="synthetic", synthetic_n=n, data_dir=str(tmp / "data"))
     prep_s = _timed(lambda: synthetic_prepared(tmp, n, px))  # generation (first use of n) + cache at px
@@ -507,7 +504,7 @@ def measure_gpu(s: BenchSettings, tmp: Path) -> dict[str, Any] | None:
 
 def run_all(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     """Every measurement, in order; the numbers only (render() makes the Markdown)."""
-    from . import learner
+    from deepfake_fastai import learner
 
     threads = learner.set_threads()
     start = time.perf_counter()
@@ -540,7 +537,7 @@ def machine(threads: int) -> dict[str, Any]:
     import timm
     import torch
 
-    from .callbacks import bf16_supported
+    from deepfake_fastai.callbacks import bf16_supported
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -584,7 +581,7 @@ def render(results: dict[str, Any], command: str, notes: str = "") -> str:
              f"Every figure: median of {st['repeats']} interleaved repeats (min-max); a ratio is taken per repeat "
              f"pair, then the median. Batch {st['bs']}. Training figures are steady-state batches only: "
              f"{st['warmup_batches']} warm-up batch(es) excluded, {st['timed_batches']} timed per repeat (see "
-             f"deepfake_fastai/bench.py for what a batch includes).", ""]
+             f"benchmarks/bench.py for what a batch includes).", ""]
     for part in (_render_loops, _render_pipeline, _render_cache, _render_sweep, _render_tta, _render_scaling,
                  _render_gpu):
         lines += part(results) + [""]
@@ -701,8 +698,8 @@ def write_block(path: Path, block: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None, settings: BenchSettings | None = None) -> Path:
-    """``python -m deepfake_fastai.bench [--quick] [--out FILE]``; returns the file written."""
-    parser = argparse.ArgumentParser(prog="python -m deepfake_fastai.bench", description=__doc__.splitlines()[0])
+    """``python -m benchmarks.bench [--quick] [--out FILE]``; returns the file written."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"small sizes (~3 min); writes {QUICK_OUT} by default")
     parser.add_argument("--out", type=Path, help="file whose generated block to rewrite (default BENCHMARKS.md)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="re-render saved results (no measuring)")

@@ -1,8 +1,8 @@
 """EM convolutional traces: speed (vectorised vs the per-pixel reference loop) and AUC of both modes x classifiers.
 
-Usage: PYTHONPATH=. .venv/bin/python tools/bench_traces.py [--data-dir data] [--repeats 3] [--skip-auc]
-       [--skip-speed]
-Prints a Markdown table for BENCHMARKS.md ("EM traces"). The reference loop is the one in tests/test_traces.py.
+Usage: .venv/bin/python -m benchmarks.bench_traces [--data-dir data] [--repeats 3] [--skip-auc] [--skip-speed]
+Prints a Markdown table for BENCHMARKS.md ("EM traces"). The reference loop is benchmarks/em_reference.py, the
+one tests/test_traces.py checks traces.py against.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.test_traces holds the reference loop
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks/ beside the package
 
 from deepfake_fastai import traces  # noqa: E402
 from deepfake_fastai.config import CLASSIFIERS, EM_MODES, DataConfig  # noqa: E402
@@ -63,7 +63,7 @@ def speed_row(mode: str, px: int, n: int, folder: Path, repeats: int) -> str:
     Each repeat times both back to back and takes their ratio, so that a slow spell of this shared machine
     hits both sides; the row gives the median ratio and the lowest.
     """
-    from tests.test_traces import reference_features
+    from benchmarks.em_reference import reference_features
 
     crops = photo_crops(px, n)
     folder.mkdir()
@@ -105,7 +105,7 @@ def auc_rows(name: str, cfg: DataConfig, px: int) -> list[str]:
     """AUC on the data set's fixed validation split for every mode x classifier."""
     from deepfake_fastai import data, metrics
 
-    prepared = data.prepare(cfg, max_px=px)
+    prepared = data.prepare(cfg, item_resize_px=px)
     items = prepared.items
     y = (items.label == prepared.positive_class).to_numpy().astype(int)
     valid = items.is_valid.to_numpy()
