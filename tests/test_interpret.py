@@ -236,7 +236,7 @@ def test_report_survives_a_corrupted_learner_and_a_lost_image_cache(runs, tmp_pa
     metrics["learner_sha256"] = hashlib.sha256(pkl.read_bytes()).hexdigest()  # trusted, so loading is tried
     atomic.write_json(sweep_dir / "test_vit" / "metrics.json", metrics)
     metrics = json.loads((sweep_dir / "test_convnext" / "metrics.json").read_text())
-    atomic.write_json(sweep_dir / "test_convnext" / "metrics.json", {**metrics, "split_file": "/gone/split.csv"})
+    atomic.write_json(sweep_dir / "test_convnext" / "metrics.json", {**metrics, "cache_dir": "/gone/64px"})
     text = write_report(sweep_dir, tmp_path / "no_submissions").read_text()
     assert len(_pngs(text)) == 1 + 3 * 3 + 3 + 1  # resnet in full; vit's top losses need no model
     assert re.search(r'class="note">not shown: learner: \w+', _section(text, "test_vit"))

@@ -120,4 +120,4 @@ def test_quiet_sweep_sends_each_runs_console_output_to_its_worker_log(tiny_data,
     assert "leaderboard (auc)" in done.stdout and "T " in done.stdout
     assert "INFO" not in console and "|---" not in console, console[-2000:]
     worker_log = (tmp_path / "runs" / "hush" / "T" / "worker.log").read_text()
-    assert "INFO deepfake_fastai.traces: run T: AUC" in worker_log
+    assert "INFO deepfake_fastai.runfolder: run T: AUC" in worker_log  # runfolder.finish logs every run's end
