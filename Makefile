@@ -12,7 +12,7 @@ SWEEP ?= sweeps/quickstart.yaml
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml tools/install-venv.sh
+$(STAMP): pyproject.toml tools/install-venv.sh tools/constraints.txt
 	bash tools/install-venv.sh $(VENV) dev,ray
 	touch $(STAMP)
 
