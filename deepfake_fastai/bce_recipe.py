@@ -38,6 +38,7 @@ from . import atomic
 from .callbacks import AutoAugmentTfm, RandomDegrade, TruncatedCosine
 from .config import TrainConfig, dump_yaml
 from .data import Prepared
+from .loaders import loader_kwargs
 from .manifest import file_sha256
 from .models import norm_stats, timm_kwargs
 
@@ -80,8 +81,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
         item_tfms=[*train_only, AutoAugmentTfm(), RandomResizedCrop(cfg.size, min_scale=0.8, val_xtra=0.14)],
         batch_tfms=[Flip(p=0.5), Normalize.from_stats(stats.mean, stats.std)],
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return block.dataloaders(items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+    return block.dataloaders(items, bs=cfg.micro_bs, **loader_kwargs(cfg.num_workers))
 
 
 def auc_metric() -> AccumMetric:

@@ -145,8 +145,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"])
     g.add_argument("--tta-n", type=int)
     g.add_argument("--seed", type=int)
+    g.add_argument("--num-workers", type=_num_workers, metavar="N|auto",
+                   help="DataLoader worker processes (default auto: 0 on CPU, one per core up to 8 on CUDA)")
     g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
     g.add_argument("--name", help="run folder name (default: derived from the config)")
+
+
+def _num_workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got '{text}'") from None
 
 
 def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfig:

@@ -28,10 +28,11 @@ from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 
-from . import atomic
+from . import atomic, loaders
 from .callbacks import CPUAutocast, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
 from .config import TrainConfig
 from .data import Prepared
+from .loaders import loader_kwargs
 from .models import explain_weights_error, norm_stats, prepare_pretrained, timm_kwargs
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
         item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), Resize(cfg.resize_px, method="squish")],
         batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return block.dataloaders(prepared.items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+    return block.dataloaders(prepared.items, bs=cfg.micro_bs, **loader_kwargs(cfg.num_workers))
 
 
 def augmentations(cfg: TrainConfig) -> list:
@@ -123,7 +123,7 @@ BF16_MIN_PX = 112  # measured here: below ~100 px bf16 autocast was no faster th
 
 def resolve_precision(requested: str, size: int) -> str:
     """auto -> fp16 on CUDA; on CPU bf16 autocast where it pays (native bf16, images >= BF16_MIN_PX), else fp32."""
-    cuda = torch.cuda.is_available()
+    cuda = loaders.cuda_available()  # a module attribute, so a test can fake CUDA in one place
     if requested == "auto":
         if cuda:
             return "fp16"
