@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", choices=["local", "ray"], default="local",
                     help="local: one run after another here; ray: Ray tasks (pip install 'deepfake-fastai[ray]')")
     sw.add_argument("--address", help="Ray cluster address (e.g. auto, or ray://head:10001); default: a local Ray")
+    sw.add_argument("--cold", action="store_true",
+                    help="start each run in a fresh interpreter (~20 s of imports) instead of forking a warm one")
     sw.set_defaults(func=cmd_sweep)
     lb = sub.add_parser("leaderboard", help="print (and rewrite) a sweep folder's leaderboard", parents=[common])
     lb.add_argument("folder", type=Path, help="runs/<sweep name>")
@@ -228,7 +230,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for cfg in preflight(sweep, args.limit):
             print(f"  {cfg.run_name}: {cfg.arch} item {cfg.resize_px}px -> {cfg.size}px, {cfg.epochs} epochs")
         return 0
-    rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address, quiet=args.quiet)
+    rows = run_sweep(sweep, limit=args.limit, backend=args.backend, address=args.address, quiet=args.quiet,
+                     cold=args.cold)
     print(f"\nleaderboard ({sweep.metric}): {sweep_dir(sweep) / 'leaderboard.csv'}")
     print(format_table(rows, sweep.metric))
     skipped = skipped_lines(rows)

@@ -21,8 +21,6 @@ import fcntl
 import itertools
 import json
 import logging
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from . import atomic
+from . import atomic, warm
 from .config import ConfigError, DataConfig, TrainConfig, dump_yaml, from_dict, load_yaml
 from .train import is_complete
 
@@ -179,12 +177,13 @@ WORKER_LOG = "worker.log"  # a run's console output (bars, epoch tables) when th
 
 
 def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None, backend: str = "local",
-              address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
+              address: str | None = None, quiet: bool = False, cold: bool = False) -> list[dict[str, Any]]:
     """Run every incomplete run in its own subprocess; one failure never stops the others.
 
     backend "local" runs them one after another here; "ray" hands them to a Ray cluster (see ray_backend.py),
     with the same run folders, leaderboard and resume semantics. ``quiet`` (local): each worker's console
-    output (progress bars, epoch tables) goes to ``<run>/worker.log`` instead of this console.
+    output (progress bars, epoch tables) goes to ``<run>/worker.log`` instead of this console. ``cold`` (local):
+    each run in a fresh interpreter instead of forked from this warm one (warm.py).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got '{backend}'")
@@ -205,7 +204,8 @@ def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None =
                 state[name] = record
                 atomic.write_json(out / "sweep_state.json", state)
         else:
-            _run_local(configs, python or sys.executable, sweep.oom_retry, state, out, quiet)
+            with warm.workers(enabled=not cold, python=python):
+                _run_local(configs, python or sys.executable, sweep.oom_retry, state, out, quiet)
         return write_leaderboard(sweep, configs, state)
 
 
@@ -248,25 +248,13 @@ def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, An
     atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
     # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
     with open(run_dir / WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
-        proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],
-                              preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
-                              check=False)
+        returncode = warm.run_worker(python, run_dir / "config.yaml", console)
     record = read_record(run_dir)
-    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
-        # killed before it could record anything itself (signal, OOM killer)
-        record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
+    if returncode and record.get("status") in ("running", "not started", "complete"):
+        # killed before it could record anything itself (signal, OOM killer, a crashed interpreter)
+        record = {"status": "failed", "error": f"worker exited with code {returncode}"}
         atomic.write_json(run_dir / "status.json", record)
     return {"status": record.get("status"), "error": record.get("error", "")}
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the sweep runner dies, so no orphan keeps training."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """Injected faults: the sweep goes on or stops cleanly, a restart finishes the work, finished runs stay byte-identical.
 
 One scenario, run once for the module, over a folder that mixes good images with every bad kind
-(docs/RELIABILITY.md): the real `deepfake-fastai sweep` command, with each worker called in this process instead of
-a child (CI does not pay a 19 s torch import per run; tests/test_sweep_runs.py covers real child processes).
+(docs/RELIABILITY.md): the real `deepfake-fastai sweep -q` command, each run a child forked from this process (the
+warm path, warm.py: no torch import per run, and the faults injected here reach the child; each child's console
+goes to its worker.log, which the leak check reads).
 Runs: A ok; B loss becomes NaN; C raises; D a CUDA out-of-memory on its first attempt; E a full disk while
 writing valid_probs.npy. Then a SIGKILL in the middle of two artifact writes (a small child without torch), and
 a restart without the faults. A fake Kaggle key is planted in the environment throughout.
@@ -134,18 +135,6 @@ def _full_disk_for_e(real_save):
     return save
 
 
-def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
-    """subprocess.run for the sweep's worker command, run in this process (same code path, exit code; its
-    output stays on this process's streams)."""
-    from deepfake_fastai import worker
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return subprocess.CompletedProcess(cmd, worker.main([cmd[-1]]))
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _cli(*argv: str) -> tuple[int, str, str]:
     """deepfake-fastai in this process: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
@@ -201,7 +190,7 @@ def _first_sweep_with_faults(s: SimpleNamespace) -> None:
     with pytest.MonkeyPatch.context() as faults:
         faults.setattr(learner, "fit", _faulty_fit(learner.fit))
         faults.setattr(train_mod, "_save_npy", _full_disk_for_e(train_mod._save_npy))
-        s.first = _cli("sweep", str(s.sweep_file))
+        s.first = _cli("sweep", "-q", str(s.sweep_file))
     s.status = {n: _status(s.runs / n) for n in RUNS}
     s.e_files = sorted(p.name for p in (s.runs / "E").iterdir())
     s.finished = {n: _hashes(s.runs / n) for n in "AD"}
@@ -236,12 +225,11 @@ def scenario(tiny_data, tmp_path_factory):
     root_logger.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:
         _plant_secret(mp, tmp / "home")
-        mp.setattr(sweep_mod, "subprocess", SimpleNamespace(run=_worker_here))
         with pytest.MonkeyPatch.context() as limit:  # both sweeps see the same bad files; later stages Pillow's limit
             limit.setattr(Image, "MAX_IMAGE_PIXELS", BOMB_LIMIT)
             _first_sweep_with_faults(s)
             _kill_mid_writes(s)
-            s.second = _cli("sweep", str(sweep_file))
+            s.second = _cli("sweep", "-q", str(sweep_file))
         yield s
     root_logger.removeHandler(handler)
     root_logger.setLevel(level)
