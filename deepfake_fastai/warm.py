@@ -8,10 +8,12 @@ SIGKILL when the runner dies, as the fresh workers do.
 
 CUDA must not be initialised in the process that forks (a CUDA context does not survive fork): nothing in the
 runner touches CUDA (imports do not; the check is ``torch.cuda.is_initialized``), each child initialises its
-own, so a CUDA OOM retry starts clean. Where fork cannot be used (not Linux; another interpreter asked for;
-CUDA already initialised; ``sweep --cold``) each run starts a fresh interpreter, as before, said once in the
-log. Outside the block, e.g. in the Ray backend's tasks (multi-threaded processes, unsafe to fork), runs
-always start a fresh interpreter.
+own, so a CUDA OOM retry starts clean. Nor may the runner have run torch's OpenMP threads (e.g. trained
+in-process, as a test session or a notebook does): GNU libgomp's pool does not survive fork, and a forked
+child hung in its first parallel op (measured here), so ``workers()`` forks one probe child first. Where fork
+cannot be used (not Linux; another interpreter asked for; CUDA initialised; OpenMP used; ``sweep --cold``)
+each run starts a fresh interpreter, as before, said once in the log. Outside the block, e.g. in the Ray
+backend's tasks (multi-threaded processes, unsafe to fork), runs always start a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +50,8 @@ def workers(enabled: bool = True, python: str | None = None) -> Iterator[bool]:
         for name in PRELOAD:
             importlib.import_module(name)
         reason = cold_reason(enabled, python or sys.executable)  # an import that touched CUDA would show here
+    if reason is None and _forked_child_hangs():
+        reason = "this process has run torch's OpenMP threads, which a forked child cannot use"
     if reason:
         log.info("each run starts a fresh interpreter (%s): ~20 s of imports per run", reason)
     previous, _warm = _warm, reason is None
@@ -68,6 +73,24 @@ def cold_reason(enabled: bool, python: str) -> str | None:
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA is initialised in the runner, and a CUDA context does not survive fork"
     return None
+
+
+def _forked_child_hangs(timeout_s: float = 10.0) -> bool:
+    """Fork a child that runs one parallel torch op; True when it has not finished within ``timeout_s``."""
+    import torch
+
+    pid = os.fork()
+    if pid == 0:
+        torch.ones(1 << 20).sum()  # large enough for ATen's parallel_for (OpenMP)
+        os._exit(0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return False
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return True
 
 
 def run_worker(python: str, config: Path, console: IO | None = None) -> int:

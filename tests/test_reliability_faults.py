@@ -1,9 +1,9 @@
 """Injected faults: the sweep goes on or stops cleanly, a restart finishes the work, finished runs stay byte-identical.
 
 One scenario, run once for the module, over a folder that mixes good images with every bad kind
-(docs/RELIABILITY.md): the real `deepfake-fastai sweep -q` command, each run a child forked from this process (the
-warm path, warm.py: no torch import per run, and the faults injected here reach the child; each child's console
-goes to its worker.log, which the leak check reads).
+(docs/RELIABILITY.md): the real `deepfake-fastai sweep` command, with each worker called in this process instead of
+a child (the faults are injected here; this test process has trained in-process, so it could not fork warm workers:
+tests/test_sweep_runs.py and tests/test_warm.py cover real child processes, warm and crashed).
 Runs: A ok; B loss becomes NaN; C raises; D a CUDA out-of-memory on its first attempt; E a full disk while
 writing valid_probs.npy. Then a SIGKILL in the middle of two artifact writes (a small child without torch), and
 a restart without the faults. A fake Kaggle key is planted in the environment throughout.
@@ -35,7 +35,7 @@ import yaml
 from fastai.callback.core import Callback
 from PIL import Image
 
-from deepfake_fastai import atomic, cli, learner
+from deepfake_fastai import atomic, cli, learner, warm
 from deepfake_fastai import sweep as sweep_mod
 from deepfake_fastai.train import is_complete
 
@@ -135,6 +135,18 @@ def _full_disk_for_e(real_save):
     return save
 
 
+def _worker_here(python: str, config: Path, console=None) -> int:
+    """warm.run_worker, run in this process (same code path, exit code; its output stays on this process's
+    streams)."""
+    from deepfake_fastai import worker
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return worker.main([str(config)])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _cli(*argv: str) -> tuple[int, str, str]:
     """deepfake-fastai in this process: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
@@ -190,7 +202,7 @@ def _first_sweep_with_faults(s: SimpleNamespace) -> None:
     with pytest.MonkeyPatch.context() as faults:
         faults.setattr(learner, "fit", _faulty_fit(learner.fit))
         faults.setattr(train_mod, "_save_npy", _full_disk_for_e(train_mod._save_npy))
-        s.first = _cli("sweep", "-q", str(s.sweep_file))
+        s.first = _cli("sweep", "--cold", str(s.sweep_file))
     s.status = {n: _status(s.runs / n) for n in RUNS}
     s.e_files = sorted(p.name for p in (s.runs / "E").iterdir())
     s.finished = {n: _hashes(s.runs / n) for n in "AD"}
@@ -225,11 +237,12 @@ def scenario(tiny_data, tmp_path_factory):
     root_logger.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:
         _plant_secret(mp, tmp / "home")
+        mp.setattr(warm, "run_worker", _worker_here)
         with pytest.MonkeyPatch.context() as limit:  # both sweeps see the same bad files; later stages Pillow's limit
             limit.setattr(Image, "MAX_IMAGE_PIXELS", BOMB_LIMIT)
             _first_sweep_with_faults(s)
             _kill_mid_writes(s)
-            s.second = _cli("sweep", "-q", str(sweep_file))
+            s.second = _cli("sweep", "--cold", str(sweep_file))
         yield s
     root_logger.removeHandler(handler)
     root_logger.setLevel(level)
