@@ -6,6 +6,10 @@ resnet50 at thousands of images/s while one in-process loader decodes a few hund
 gives one worker per core up to ``MAX_AUTO_WORKERS``, kept alive between epochs, with pinned memory so the
 host-to-GPU copy is asynchronous. fastai moves each batch to the device before its batch transforms
 (flip, normalise, fastai augmentations), so those run on the GPU.
+
+``persistent_workers`` is handed on, but fastai 2.8 builds a new torch iterator for every pass
+(``fastai/data/load.py``: ``_loaders[...](self.fake_l)``), so its workers still start anew each epoch and
+validation pass (a fork each: cheap next to an epoch on a GPU).
 """
 
 from __future__ import annotations
