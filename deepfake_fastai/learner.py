@@ -29,10 +29,11 @@ from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
 from fastai.vision.learner import vision_learner
 
-from . import atomic
+from . import atomic, loaders
 from .callbacks import CPUAutocast, GridCrop, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
 from .config import NPR_ARCH, TrainConfig
 from .data import Prepared
+from .loaders import loader_kwargs
 from .models import explain_weights_error, norm_stats, offline_weights_file, prepare_pretrained, timm_kwargs
 from .npr import with_npr_input
 
@@ -65,8 +66,7 @@ def dataloaders(cfg: TrainConfig, prepared: Prepared):
         item_tfms=[*([RandomDegrade(cfg.degrade_p)] if cfg.degrade_p else []), item_sizing(cfg)],
         batch_tfms=[*augmentations(cfg), Normalize.from_stats(stats.mean, stats.std)],
     )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return block.dataloaders(prepared.items, bs=cfg.micro_bs, num_workers=cfg.num_workers, device=device)
+    return block.dataloaders(prepared.items, bs=cfg.micro_bs, **loader_kwargs(cfg.num_workers))
 
 
 def item_sizing(cfg: TrainConfig):
@@ -139,7 +139,7 @@ BF16_MIN_PX = 112  # measured here: below ~100 px bf16 autocast was no faster th
 
 def resolve_precision(requested: str, size: int) -> str:
     """auto -> fp16 on CUDA; on CPU bf16 autocast where it pays (native bf16, images >= BF16_MIN_PX), else fp32."""
-    cuda = torch.cuda.is_available()
+    cuda = loaders.cuda_available()  # a module attribute, so a test can fake CUDA in one place
     if requested == "auto":
         if cuda:
             return "fp16"

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from . import atomic, runfolder
+from . import atomic, runfolder, warm
 from .config import ConfigError, DataConfig, TrainConfig, from_dict, load_yaml
 from .runfolder import is_complete, read_record
 from .worker import oom_retry_config, run_one
@@ -160,12 +160,13 @@ BACKENDS = ("local", "ray")
 
 
 def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None = None, backend: str = "local",
-              address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
+              address: str | None = None, quiet: bool = False, cold: bool = False) -> list[dict[str, Any]]:
     """Run every incomplete run in its own subprocess; one failure never stops the others.
 
     backend "local" runs them one after another here; "ray" hands them to a Ray cluster (see ray_backend.py),
     with the same run folders, leaderboard and resume semantics. ``quiet`` (local): each worker's console
-    output (progress bars, epoch tables) goes to ``<run>/worker.log`` instead of this console.
+    output (progress bars, epoch tables) goes to ``<run>/worker.log`` instead of this console. ``cold`` (local):
+    each run in a fresh interpreter instead of forked from this warm one (warm.py).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got '{backend}'")
@@ -186,7 +187,8 @@ def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None =
                 state[name] = record
                 atomic.write_json(out / "sweep_state.json", state)
         else:
-            _run_local(configs, python or sys.executable, sweep.oom_retry, state, out, quiet)
+            with warm.workers(enabled=not cold, python=python):
+                _run_local(configs, python or sys.executable, sweep.oom_retry, state, out, quiet)
         return write_leaderboard(sweep, configs, state)
 
 

@@ -1,5 +1,6 @@
-"""One run in its own process, both sides: ``run_one`` (the parent, used by every sweep backend) starts
-``python -m deepfake_fastai.worker <run>/config.yaml`` (the child, ``main``) and reads back what it recorded.
+"""One run in its own process, both sides: ``run_one`` (the parent, used by every sweep backend) starts the
+child, ``main`` on the run's config.yaml: forked from a warm runner (warm.py) or as ``python -m
+deepfake_fastai.worker <run>/config.yaml`` in a fresh interpreter, and reads back what it recorded.
 
 The child's exit code is 0 when the run completed; train.run records any failure in the run's status.json
 itself, and the parent records one when the child died before it could (a signal, the OOM killer).
@@ -11,14 +12,13 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from . import runfolder
+from . import runfolder, warm
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,13 @@ def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, An
     config_file = runfolder.write_config(run_dir, cfg)
     # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
     with open(run_dir / runfolder.WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
-        proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(config_file)],
-                              preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
-                              check=False)
+        returncode = warm.run_worker(python, config_file, console, child=main)
     record = runfolder.read_record(run_dir)
-    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
-        # killed before it could record anything itself (signal, OOM killer)
-        record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
+    if returncode and record.get("status") in ("running", "not started", "complete"):
+        # killed before it could record anything itself (signal, OOM killer, a crashed interpreter)
+        record = {"status": "failed", "error": f"worker exited with code {returncode}"}
         runfolder.write_status(run_dir, record)
     return {"status": record.get("status"), "error": record.get("error", "")}
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the sweep runner dies, so no orphan keeps training."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 # -------------------------------------------------------------------------------------------- child side

@@ -43,3 +43,14 @@ def test_the_data_flag_given_implies_the_source(flags, source):
     from deepfake_fastai.cli import build_parser, data_config
 
     assert data_config(build_parser().parse_args(["train", *flags])).source == source
+
+
+@pytest.mark.parametrize("flags, workers", [([], "auto"), (["--num-workers", "auto"], "auto"),
+                                            (["--num-workers", "4"], 4)])
+def test_num_workers_flag_is_auto_or_a_count(flags, workers, capsys):
+    from deepfake_fastai.cli import build_parser, train_config
+
+    assert train_config(build_parser().parse_args(["train", *flags])).num_workers == workers
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--num-workers", "lots"])
+    assert "expected auto or a number, got 'lots'" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 One scenario, run once for the module, over a folder that mixes good images with every bad kind
 (docs/RELIABILITY.md): the real `deepfake-fastai sweep` command, with each worker called in this process instead of
-a child (CI does not pay a 19 s torch import per run; tests/test_sweep_runs.py covers real child processes).
+a child (the faults are injected here; this test process has trained in-process, so it could not fork warm workers:
+tests/test_sweep_runs.py and tests/test_warm.py cover real child processes, warm and crashed).
 Runs: A ok; B loss becomes NaN; C raises; D a CUDA out-of-memory on its first attempt; E a full disk while
 writing valid_probs.npy. Then a SIGKILL in the middle of two artifact writes (a small child without torch), and
 a restart without the faults. A fake Kaggle key is planted in the environment throughout.
@@ -33,9 +34,8 @@ import yaml
 from fastai.callback.core import Callback
 from PIL import Image
 
-from deepfake_fastai import atomic, cli, learner, runfolder
+from deepfake_fastai import atomic, cli, learner, runfolder, warm
 from deepfake_fastai import sweep as sweep_mod
-from deepfake_fastai import worker as worker_mod
 from deepfake_fastai.runfolder import is_complete
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -133,14 +133,14 @@ def _full_disk_for_e(real_save):
     return save
 
 
-def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
-    """subprocess.run for the sweep's worker command, run in this process (same code path, exit code; its
-    output stays on this process's streams)."""
+def _worker_here(python: str, config: Path, console=None, child=None) -> int:
+    """warm.run_worker, run in this process (same code path, exit code; its output stays on this process's
+    streams)."""
     from deepfake_fastai import worker
 
     old = signal.getsignal(signal.SIGTERM)
     try:
-        return subprocess.CompletedProcess(cmd, worker.main([cmd[-1]]))
+        return worker.main([str(config)])
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -200,7 +200,7 @@ def _first_sweep_with_faults(s: SimpleNamespace) -> None:
     with pytest.MonkeyPatch.context() as faults:
         faults.setattr(learner, "fit", _faulty_fit(learner.fit))
         faults.setattr(runfolder, "_save_npy", _full_disk_for_e(runfolder._save_npy))
-        s.first = _cli("sweep", str(s.sweep_file))
+        s.first = _cli("sweep", "--cold", str(s.sweep_file))
     s.status = {n: _status(s.runs / n) for n in RUNS}
     s.e_files = sorted(p.name for p in (s.runs / "E").iterdir())
     s.finished = {n: _hashes(s.runs / n) for n in "AD"}
@@ -235,12 +235,12 @@ def scenario(tiny_data, tmp_path_factory):
     root_logger.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:
         _plant_secret(mp, tmp / "home")
-        mp.setattr(worker_mod, "subprocess", SimpleNamespace(run=_worker_here, STDOUT=subprocess.STDOUT))
+        mp.setattr(warm, "run_worker", _worker_here)
         with pytest.MonkeyPatch.context() as limit:  # both sweeps see the same bad files; later stages Pillow's limit
             limit.setattr(Image, "MAX_IMAGE_PIXELS", BOMB_LIMIT)
             _first_sweep_with_faults(s)
             _kill_mid_writes(s)
-            s.second = _cli("sweep", str(sweep_file))
+            s.second = _cli("sweep", "--cold", str(sweep_file))
         yield s
     root_logger.removeHandler(handler)
     root_logger.setLevel(level)

@@ -59,8 +59,11 @@ def _wait_for(predicate, timeout_s: float, proc: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
-def _worker_pids(config: Path) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"deepfake_fastai.worker {config}"], capture_output=True, text=True)
+def _worker_pids(config: Path, sweep_file: Path) -> list[int]:
+    """A fresh worker's pid, or (warm path, warm.py) the pids of the runner's forked children, which share its
+    command line."""
+    pattern = f"deepfake_fastai\\.(worker {config}|cli sweep {sweep_file})"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 
@@ -70,14 +73,15 @@ def test_killed_sweep_resumes_and_a_failing_run_does_not_stop_the_others(tiny_da
     cmd = [sys.executable, "-m", "deepfake_fastai.cli", "sweep", str(sweep_file)]
     runner = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: _status(runs / "C") == "running", 900, runner)
+    assert set(_worker_pids(runs / "C" / "config.yaml", sweep_file)) - {runner.pid}, "no process runs C"
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert _status(runs / "A") == "complete" and _status(runs / "B") == "failed"
     a_before = _hashes(runs / "A")
     deadline = time.monotonic() + 30
-    while _worker_pids(runs / "C" / "config.yaml") and time.monotonic() < deadline:
+    while _worker_pids(runs / "C" / "config.yaml", sweep_file) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _worker_pids(runs / "C" / "config.yaml"), "the worker outlived the killed runner"
+    assert not _worker_pids(runs / "C" / "config.yaml", sweep_file), "the worker outlived the killed runner"
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

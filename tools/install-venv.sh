@@ -6,6 +6,10 @@
 set -euo pipefail
 VENV=${1:-.venv}
 EXTRAS=${2:-dev}
+# This machine's exact versions; pyproject.toml only has lower bounds. CONSTRAINTS= (empty) lifts them.
+CONSTRAINTS=${CONSTRAINTS-tools/constraints.txt}
+constraint_args=()
+if [ -n "$CONSTRAINTS" ]; then constraint_args=(--constraint "$CONSTRAINTS"); fi
 python3 -m venv "$VENV"
 PIP="$VENV/bin/pip"
 extra_index=$(pip config get global.extra-index-url 2>/dev/null || true)
@@ -14,8 +18,8 @@ if "$PIP" install -q uv; then
     export UV_EXTRA_INDEX_URL="$extra_index" UV_FIND_LINKS="$find_links" UV_HTTP_TIMEOUT=180
     # uv's default link mode falls back to copying across file systems; hard links save GBs when
     # the cache is on the same disk.
-    "$VENV/bin/uv" pip install --python "$VENV/bin/python" -e ".[$EXTRAS]"
+    "$VENV/bin/uv" pip install --python "$VENV/bin/python" "${constraint_args[@]}" -e ".[$EXTRAS]"
 else
     echo "uv unavailable; installing with pip (slow: can take >15 min)" >&2
-    "$PIP" install -e ".[$EXTRAS]"
+    "$PIP" install "${constraint_args[@]}" -e ".[$EXTRAS]"
 fi
