@@ -1,0 +1,100 @@
+"""Mends from a newcomer's bad-input and fault probe (issue 19): each case of docs/RELIABILITY.md it found open.
+
+The sweep here is the real `deepfake-fastai sweep` command with its worker called in this process (as in
+tests/test_reliability_faults.py: CI does not pay a torch import per run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from deepfake_fastai import cli
+from deepfake_fastai import sweep as sweep_mod
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    """deepfake-fastai in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
+    """subprocess.run for the sweep's worker command, run in this process (same code path and exit code)."""
+    from deepfake_fastai import worker
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return subprocess.CompletedProcess(cmd, worker.main([cmd[-1]]))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _sweep_file(tmp: Path, root: Path, **extra) -> Path:
+    path = tmp / "mends.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "mends", "runs_dir": str(tmp / "runs"),
+        "data": {"source": "folder", "path": str(root), "data_dir": str(tmp / "data")},
+        "defaults": {"arch": "test_resnet", "epochs": 1, "size": 32, "bs": 16, "lr": 0.01, "tta_n": 1,
+                     "precision": "fp32"},
+        "runs": [{"name": "A"}], **extra}))
+    return path
+
+
+# ------------------------------------------------------------------ 1. an undecodable test image
+
+
+@pytest.fixture(scope="module")
+def broken_test_sweep(tiny_data, tmp_path_factory):
+    """A sweep over a folder whose test/ holds one undecodable image (also listed in its sample submission)."""
+    tmp = tmp_path_factory.mktemp("broken_test")
+    root = tmp / "folder"
+    shutil.copytree(tiny_data, root)
+    (root / "test" / "test_broken.jpg").write_text("not an image")
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    sample.loc[len(sample)] = ["test_broken", "0.5"]
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    sweep_file = _sweep_file(tmp, root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "subprocess", SimpleNamespace(run=_worker_here))
+        rc, out, err = _cli("sweep", str(sweep_file))
+    assert rc == 0, err
+    return SimpleNamespace(tmp=tmp, root=root, runs=tmp / "runs" / "mends", sweep_out=out)
+
+
+@pytest.mark.parametrize("with_sample", [True, False], ids=["sample_submission", "test_folder_only"])
+def test_an_undecodable_test_image_is_still_in_the_submission_with_the_fallback(broken_test_sweep, with_sample):
+    s = broken_test_sweep
+    if not with_sample:
+        (s.root / "sample_submission.csv").unlink(missing_ok=True)
+    assert "test/test_broken.jpg" in s.sweep_out or "test_broken" in s.sweep_out  # the sweep listed it as skipped
+    out_dir = s.tmp / f"subs_{with_sample}"
+    rc, out, err = _cli("ensemble", str(s.runs), "--out-dir", str(out_dir))
+    assert rc == 0, err
+    listing = sorted(p.stem for p in (s.root / "test").iterdir())  # the folder listing, not what decoded
+    csv = next(p for p in out_dir.glob("*.csv") if not p.name.endswith(".probs.csv"))
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert sorted(frame.iloc[:, 0]) == listing
+    assert float(frame.set_index(frame.columns[0]).loc["test_broken"].iloc[0]) == 0.5
+    assert "WARNING: 1 test image(s) could not be decoded" in out and "test_broken" in out
+    record = json.loads(csv.with_suffix(".json").read_text())
+    assert record["fallback"]["ids"] == ["test_broken"] and record["fallback"]["prob"] == 0.5
+    assert record["n_rows"] == len(listing)
+    rc, _, err = _cli("submit", str(csv), "-m", "check", "--dry-run")  # revalidated against the same ids
+    assert rc == 0, err
