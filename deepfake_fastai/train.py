@@ -120,7 +120,7 @@ def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
 
 def _start(run_dir: Path, cfg: TrainConfig) -> None:
     """Clear what an interrupted attempt left (only our own files) and record the config."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dir(run_dir)
     for name in ("metrics.json", "status.json", MANIFEST_FILE, LEARNER_FILE, "valid_probs.npy", "test_probs.npy",
                  "unseen_probs.npy", "labelled_test_probs.npy"):
         (run_dir / name).unlink(missing_ok=True)

@@ -98,3 +98,41 @@ def test_an_undecodable_test_image_is_still_in_the_submission_with_the_fallback(
     assert record["n_rows"] == len(listing)
     rc, _, err = _cli("submit", str(csv), "-m", "check", "--dry-run")  # revalidated against the same ids
     assert rc == 0, err
+
+
+# ------------------------------------------------------------------ 2. an unwritable runs folder
+
+
+@pytest.fixture(params=["under_a_file", "read_only_mount"])
+def unwritable(request, tmp_path):
+    """A runs folder that cannot be created, even by root (chmod does not stop root): the fix to name."""
+    if request.param == "under_a_file":
+        (tmp_path / "a_file").write_text("")
+        yield tmp_path / "a_file" / "runs", "part of that path is a file"
+        return
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount / "runs", "the file system is read-only"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _one_clear_line(rc: int, err: str, path: Path, fix: str) -> None:
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"error: cannot write {path}") and fix in err, err
+
+
+def test_an_unwritable_runs_folder_stops_train_and_sweep_in_one_clear_line(unwritable, tiny_data, tmp_path):
+    runs, fix = unwritable
+    rc, _, err = _cli("train", "--path", str(tiny_data), "--arch", "test_resnet", "--size", "32", "--epochs", "1",
+                      "--runs-dir", str(runs), "--name", "r")
+    _one_clear_line(rc, err, runs / "r", fix)
+    sweep_file = _sweep_file(tmp_path, tiny_data)
+    sweep_file.write_text(sweep_file.read_text().replace(str(tmp_path / "runs"), str(runs)))
+    rc, _, err = _cli("sweep", str(sweep_file))
+    _one_clear_line(rc, err, runs / "mends", fix)
