@@ -136,3 +136,23 @@ def test_an_unwritable_runs_folder_stops_train_and_sweep_in_one_clear_line(unwri
     sweep_file.write_text(sweep_file.read_text().replace(str(tmp_path / "runs"), str(runs)))
     rc, _, err = _cli("sweep", str(sweep_file))
     _one_clear_line(rc, err, runs / "mends", fix)
+
+
+# ------------------------------------------------------------------ 3. YAML 1.1 floats
+
+
+def test_yaml_1_1_exponent_floats_are_taken_as_numbers_and_words_still_refused(tmp_path):
+    from deepfake_fastai.config import ConfigError
+    from deepfake_fastai.sweep import expand, load_sweep
+
+    path = tmp_path / "lr.yaml"
+    path.write_text("name: s\ndefaults: {lr: 1e-4, degrade_p: .5}\n"
+                    "runs: [{name: a, lr: 1e-4}, {name: b, lr: 3E-3}, {name: c, lr: 2.5e+1}, {name: x, epochs: '2'}]\n")
+    assert isinstance(yaml.safe_load(path.read_text())["defaults"]["lr"], str)  # why the mend is needed
+    configs = expand(load_sweep(path))
+    assert [c.lr for c in configs] == [1e-4, 3e-3, 25.0, 1e-4] and configs[-1].epochs == 2
+    assert all(isinstance(c.lr, float) for c in configs)
+    for bad in ("lr: fast", "lr: 1e-4x", "epochs: 1e3", "lr: nan"):
+        path.write_text(f"name: s\nruns: [{{{bad}}}]\n")
+        with pytest.raises(ConfigError, match=f"run 0: {bad.split(':')[0]} must be"):
+            load_sweep(path)
