@@ -21,6 +21,8 @@ FIXES = {  # errno -> what the user can do; other OSErrors pass through unchange
     errno.EROFS: "the file system is read-only: write elsewhere (--runs-dir, --out-dir, data.data_dir)",
     errno.EACCES: "no permission to write there: fix the folder's permissions, or write elsewhere",
     errno.EPERM: "no permission to write there: fix the folder's permissions, or write elsewhere",
+    errno.ENOTDIR: "part of that path is a file, not a folder: write elsewhere (--runs-dir, --out-dir, data.data_dir)",
+    errno.EEXIST: "a file of that name is in the way of a folder: move it, or write elsewhere (--runs-dir, --out-dir)",
 }
 
 
@@ -36,6 +38,15 @@ def explained(e: OSError, path: Path) -> OSError:
     error = WriteError(f"cannot write {path}: {fix} ({os.strerror(e.errno)})")
     error.errno = e.errno
     return error
+
+
+def make_dir(path: Path) -> Path:
+    """``mkdir -p path``; a failure the user must fix (read-only, a file in the way) names the folder and the fix."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise explained(e, Path(path)) from e
+    return Path(path)
 
 
 def write_with(path: Path, writer: Callable[[Path], Any]) -> Path:

@@ -333,8 +333,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     method = args.method or ("weighted" if weights else "greedy")
     result = ensemble.build(runs, method, args.metric, weights, args.iterations, args.seed)
+    test_folder = submit.find_test_folder(run_dirs)  # the ids to cover: every test file, decodable or not
+    result = ensemble.cover(result, submit.read_test_ids(test_folder)) if test_folder else result
     print(f"{len(runs)} runs, {len(result.valid_ids)} validation and {len(result.test_ids)} test images\n")
     print("\n".join(ensemble.summary_lines(result)))
+    _warn_fallback(result, runs[0].metrics)
     if not len(result.test_ids):
         print("\nthe runs have no test images: nothing to submit")
         return 0
@@ -343,8 +346,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if sample:
         expected = submit.expected_from_sample(sample, *classes, _format_overrides(args))
     else:
-        print("\nno sample_submission.csv found: format from the flags, ids from the runs' test ids")
-        expected = submit.expected_from_ids(run_dirs[0] / runfolder.ids_file("test"), *classes, _format_overrides(args))
+        source = test_folder or run_dirs[0] / runfolder.ids_file("test")
+        print(f"\nno sample_submission.csv found: format from the flags, ids from {source}")
+        expected = submit.expected_from_ids(source, *classes, _format_overrides(args))
     frame = submit.make_frame(result.test_ids, result.test_probs, expected.fmt, classes, expected.ids)
     record = {**ensemble.to_record(result), "competition": args.competition or submit.competition_of(run_dirs)}
     extras = {submit.PROBS_SUFFIX: submit.to_csv_bytes(ensemble.probs_frame(result))}
@@ -355,6 +359,19 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     print(f"record:     {path.with_suffix('.json')}")
     print(f'next:       deepfake-fastai submit {path} -m "..." [--dry-run]')
     return 0
+
+
+def _warn_fallback(result, metrics: dict) -> None:
+    """Name, loudly, the test images no run could decode and the probability they were given instead."""
+    if not result.fallback_ids:
+        return
+    from .ensemble import FALLBACK_PROB
+
+    report = Path(metrics.get("split_file", ".")).parent / "bad_images.csv"
+    shown = ", ".join(result.fallback_ids[:5]) + (", ..." if len(result.fallback_ids) > 5 else "")
+    print(f"\nWARNING: {len(result.fallback_ids)} test image(s) could not be decoded (reasons: {report}): "
+          f"{shown}. They get probability {FALLBACK_PROB} (the uninformed prior) so the submission covers every "
+          f"test file; replace them with readable copies and rerun for real predictions.")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -222,8 +222,14 @@ def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
         raise ConfigError(f"{where}: {e}") from None
 
 
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-4` arrives as the string "1e-4". Such strings are
+# taken as the number they spell (only strings that are numbers: "fast" is still refused).
+NUMBER_TEXT = {float: re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"), int: re.compile(r"[+-]?\d+")}
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against a simple type hint; int is accepted where float is expected."""
+    """Check ``value`` against a simple type hint; int is accepted where float is expected, and a numeric string
+    (YAML 1.1's `1e-4`) where a number is."""
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value or {}, where)
     args = typing.get_args(hint)
@@ -233,6 +239,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         members = [a for a in args if a is not type(None)]  # e.g. num_workers: int | str
         hint = next((a for a in members if isinstance(value, a) and not (a is int and isinstance(value, bool))),
                     members[0])
+    if hint in NUMBER_TEXT and isinstance(value, str) and NUMBER_TEXT[hint].fullmatch(value.strip()):
+        return hint(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):

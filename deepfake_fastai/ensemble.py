@@ -14,6 +14,7 @@ on one stratified half of the validation set, score on the other half, and the o
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ METRICS = {"auc": True, "accuracy": True, "log_loss": False}  # metric -> higher
 CHANCE = {"auc": 0.5, "accuracy": 0.5, "log_loss": float(np.log(2))}  # a coin flip's score, for skill weights
 GREEDY_ITERATIONS = 50  # bag size of greedy selection (auto-sklearn's default ensemble_size)
 SHOW = 5  # ids named in an error message
+FALLBACK_PROB = 0.5  # an undecodable test image's prediction: the uninformed prior (DFDC entries used 0.5). A
+# guess, but a submission needs a row for every test file: Kaggle rejects or mis-scores one that lacks a row.
 
 
 class EnsembleError(ValueError):
@@ -81,6 +84,7 @@ class EnsembleResult:
     trace: tuple[float, ...] = ()  # greedy: the bag's score after each step
     labelled_test: dict[str, Any] = field(default_factory=dict)  # ensemble / plain_mean / best_single on the
     # split's labelled test part, when every run has it (weights chosen on validation only)
+    fallback_ids: tuple[str, ...] = ()  # test ids no run could predict (undecodable images): FALLBACK_PROB
 
     @property
     def members(self) -> dict[str, float]:
@@ -390,6 +394,18 @@ def _labelled_test_scores(method: str, runs: Sequence[RunPredictions], w: np.nda
             "best_single": {"run": best.name, **metrics.classification(y, best.ltest_probs)}}
 
 
+def cover(result: EnsembleResult, test_ids: Sequence[str]) -> EnsembleResult:
+    """``result`` with a FALLBACK_PROB row for each of ``test_ids`` (the test folder's) that no run predicted."""
+    predicted = set(result.test_ids)
+    missing = [i for i in test_ids if i not in predicted]
+    if not missing:
+        return result
+    return dataclasses.replace(
+        result, test_ids=np.concatenate([result.test_ids, np.array(missing, dtype=object)]),
+        test_probs=np.concatenate([result.test_probs, np.full(len(missing), FALLBACK_PROB)]),
+        fallback_ids=tuple(missing))
+
+
 # ------------------------------------------------------------------------------------------------ output
 def to_record(result: EnsembleResult) -> dict[str, Any]:
     """JSON-able description of the ensemble: method, members, weights, scores, source runs."""
@@ -404,6 +420,8 @@ def to_record(result: EnsembleResult) -> dict[str, Any]:
         "n_valid": len(result.valid_ids), "n_test": len(result.test_ids),
         "validation": result.scores, "holdout": result.holdout, "greedy_trace": list(result.trace),
         "labelled_test": result.labelled_test,
+        "fallback": {"prob": FALLBACK_PROB, "ids": list(result.fallback_ids),
+                     "why": "test images no run could decode (see bad_images.csv): predicted with the prior"},
     }
 
 

@@ -92,7 +92,7 @@ class RunResult:
 # ------------------------------------------------------------------------------------------------ writing
 def start(run_dir: Path, cfg: TrainConfig) -> None:
     """Clear what an interrupted attempt left (only our own files), record the config and status "running"."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dir(run_dir)  # read-only or a file in the way: one line naming the folder and the fix
     for name in (METRICS, STATUS, MANIFEST, LEARNER, MODEL, *(probs_file(p) for p in PARTS)):
         (run_dir / name).unlink(missing_ok=True)
     for partial in [*run_dir.glob(".tmp-*"), *run_dir.glob(f"{CHECKPOINTS}/.tmp-*")]:  # a killed write's leftovers

@@ -164,9 +164,20 @@ def expected_from_sample(sample_csv: Path, negative: str, positive: str,
 
 def expected_from_ids(ids_csv: Path, negative: str, positive: str,
                       overrides: dict[str, Any] | None = None) -> Expected:
-    """Format from config alone and the test ids of a run (when the competition has no sample submission)."""
+    """Format from config alone and the test ids of a run's test_ids.csv or of a test/ folder (when the
+    competition has no sample submission)."""
     fmt = SubmissionFormat.from_dict(dict(overrides or {}), "submission format")
-    return Expected(fmt.resolved(negative, positive), tuple(read_table(ids_csv)["id"]), str(ids_csv))
+    return Expected(fmt.resolved(negative, positive), read_test_ids(Path(ids_csv)), str(ids_csv))
+
+
+def read_test_ids(source: Path, column: str = "id") -> tuple[str, ...]:
+    """The ids in ``source``: a test/ folder's image file stems (every file, decodable or not), or a CSV column."""
+    if source.is_dir():
+        from .data import list_test  # the listing training made, so the ids are the same
+
+        return tuple(list_test(source.parent).id)
+    table = read_table(source)
+    return tuple(table[column if column in table.columns else "id"])
 
 
 def expected_from_record(record: dict[str, Any], sample_csv: Path | None = None) -> Expected:
@@ -187,12 +198,10 @@ def expected_from_record(record: dict[str, Any], sample_csv: Path | None = None)
                               "sample_submission.csv (--sample-submission) to validate it against")
     fmt = SubmissionFormat.from_dict(record["format"], "record format")
     source = Path(record["expected_ids_from"])
-    if not source.is_file():
+    if not source.exists():
         raise SubmissionError(f"{source} (the test ids this submission was made for) is gone; pass the "
                               f"competition's sample_submission.csv (--sample-submission)")
-    table = read_table(source)
-    column = fmt.id_col if fmt.id_col in table.columns else "id"
-    return Expected(fmt, tuple(table[column]), str(source))
+    return Expected(fmt, read_test_ids(source, fmt.id_col), str(source))
 
 
 # ------------------------------------------------------------------------------------------ the frame (pure)
@@ -424,6 +433,18 @@ def find_sample_submission(run_dirs: Sequence[Path]) -> Path | None:
     if on_kaggle():
         found = sorted(KAGGLE_INPUT.glob(f"*/{SAMPLE_NAME}"))
         return found[0] if len(found) == 1 else None
+    return None
+
+
+def find_test_folder(run_dirs: Sequence[Path]) -> Path | None:
+    """The runs' test/ folder, found from their config, if it lists every test id they predicted."""
+    from .data import list_test
+
+    ids_csv = Path(run_dirs[0]) / "test_ids.csv"
+    predicted = set(read_table(ids_csv)["id"]) if ids_csv.is_file() else set()
+    for root in _data_roots(Path(run_dirs[0])):
+        if (root / "test").is_dir() and predicted <= set(list_test(root).id):
+            return (root / "test").resolve()
     return None
 
 

@@ -172,7 +172,7 @@ def run_sweep(sweep: SweepConfig, limit: int | None = None, python: str | None =
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got '{backend}'")
     configs = preflight(sweep, limit)
     out = sweep_dir(sweep)
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.make_dir(out)
     with _exclusive(out / ".lock"):
         for partial in out.glob(".tmp-*"):  # what a killed runner was writing (leaderboard, state): never complete
             partial.unlink(missing_ok=True)

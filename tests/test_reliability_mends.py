@@ -1,0 +1,158 @@
+"""Mends from a newcomer's bad-input and fault probe (issue 19): each case of docs/RELIABILITY.md it found open.
+
+The sweep here is the real `deepfake-fastai sweep` command with its worker called in this process (as in
+tests/test_reliability_faults.py: CI does not pay a torch import per run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from deepfake_fastai import cli
+from deepfake_fastai import sweep as sweep_mod
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    """deepfake-fastai in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
+    """subprocess.run for the sweep's worker command, run in this process (same code path and exit code)."""
+    from deepfake_fastai import worker
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return subprocess.CompletedProcess(cmd, worker.main([cmd[-1]]))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _sweep_file(tmp: Path, root: Path, **extra) -> Path:
+    path = tmp / "mends.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "mends", "runs_dir": str(tmp / "runs"),
+        "data": {"source": "folder", "path": str(root), "data_dir": str(tmp / "data")},
+        "defaults": {"arch": "test_resnet", "epochs": 1, "size": 32, "bs": 16, "lr": 0.01, "tta_n": 1,
+                     "precision": "fp32"},
+        "runs": [{"name": "A"}], **extra}))
+    return path
+
+
+# ------------------------------------------------------------------ 1. an undecodable test image
+
+
+@pytest.fixture(scope="module")
+def broken_test_sweep(tiny_data, tmp_path_factory):
+    """A sweep over a folder whose test/ holds one undecodable image (also listed in its sample submission)."""
+    tmp = tmp_path_factory.mktemp("broken_test")
+    root = tmp / "folder"
+    shutil.copytree(tiny_data, root)
+    (root / "test" / "test_broken.jpg").write_text("not an image")
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    sample.loc[len(sample)] = ["test_broken", "0.5"]
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    sweep_file = _sweep_file(tmp, root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "subprocess", SimpleNamespace(run=_worker_here))
+        rc, out, err = _cli("sweep", str(sweep_file))
+    assert rc == 0, err
+    return SimpleNamespace(tmp=tmp, root=root, runs=tmp / "runs" / "mends", sweep_out=out)
+
+
+@pytest.mark.parametrize("with_sample", [True, False], ids=["sample_submission", "test_folder_only"])
+def test_an_undecodable_test_image_is_still_in_the_submission_with_the_fallback(broken_test_sweep, with_sample):
+    s = broken_test_sweep
+    if not with_sample:
+        (s.root / "sample_submission.csv").unlink(missing_ok=True)
+    assert "test/test_broken.jpg" in s.sweep_out or "test_broken" in s.sweep_out  # the sweep listed it as skipped
+    out_dir = s.tmp / f"subs_{with_sample}"
+    rc, out, err = _cli("ensemble", str(s.runs), "--out-dir", str(out_dir))
+    assert rc == 0, err
+    listing = sorted(p.stem for p in (s.root / "test").iterdir())  # the folder listing, not what decoded
+    csv = next(p for p in out_dir.glob("*.csv") if not p.name.endswith(".probs.csv"))
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert sorted(frame.iloc[:, 0]) == listing
+    assert float(frame.set_index(frame.columns[0]).loc["test_broken"].iloc[0]) == 0.5
+    assert "WARNING: 1 test image(s) could not be decoded" in out and "test_broken" in out
+    record = json.loads(csv.with_suffix(".json").read_text())
+    assert record["fallback"]["ids"] == ["test_broken"] and record["fallback"]["prob"] == 0.5
+    assert record["n_rows"] == len(listing)
+    rc, _, err = _cli("submit", str(csv), "-m", "check", "--dry-run")  # revalidated against the same ids
+    assert rc == 0, err
+
+
+# ------------------------------------------------------------------ 2. an unwritable runs folder
+
+
+@pytest.fixture(params=["under_a_file", "read_only_mount"])
+def unwritable(request, tmp_path):
+    """A runs folder that cannot be created, even by root (chmod does not stop root): the fix to name."""
+    if request.param == "under_a_file":
+        (tmp_path / "a_file").write_text("")
+        yield tmp_path / "a_file" / "runs", "part of that path is a file"
+        return
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount / "runs", "the file system is read-only"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _one_clear_line(rc: int, err: str, path: Path, fix: str) -> None:
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"error: cannot write {path}") and fix in err, err
+
+
+def test_an_unwritable_runs_folder_stops_train_and_sweep_in_one_clear_line(unwritable, tiny_data, tmp_path):
+    runs, fix = unwritable
+    rc, _, err = _cli("train", "--path", str(tiny_data), "--arch", "test_resnet", "--size", "32", "--epochs", "1",
+                      "--runs-dir", str(runs), "--name", "r")
+    _one_clear_line(rc, err, runs / "r", fix)
+    sweep_file = _sweep_file(tmp_path, tiny_data)
+    sweep_file.write_text(sweep_file.read_text().replace(str(tmp_path / "runs"), str(runs)))
+    rc, _, err = _cli("sweep", str(sweep_file))
+    _one_clear_line(rc, err, runs / "mends", fix)
+
+
+# ------------------------------------------------------------------ 3. YAML 1.1 floats
+
+
+def test_yaml_1_1_exponent_floats_are_taken_as_numbers_and_words_still_refused(tmp_path):
+    from deepfake_fastai.config import ConfigError
+    from deepfake_fastai.sweep import expand, load_sweep
+
+    path = tmp_path / "lr.yaml"
+    path.write_text("name: s\ndefaults: {lr: 1e-4, degrade_p: .5}\n"
+                    "runs: [{name: a, lr: 1e-4}, {name: b, lr: 3E-3}, {name: c, lr: 2.5e+1}, {name: x, epochs: '2'}]\n")
+    assert isinstance(yaml.safe_load(path.read_text())["defaults"]["lr"], str)  # why the mend is needed
+    configs = expand(load_sweep(path))
+    assert [c.lr for c in configs] == [1e-4, 3e-3, 25.0, 1e-4] and configs[-1].epochs == 2
+    assert all(isinstance(c.lr, float) for c in configs)
+    for bad in ("lr: fast", "lr: 1e-4x", "epochs: 1e3", "lr: nan"):
+        path.write_text(f"name: s\nruns: [{{{bad}}}]\n")
+        with pytest.raises(ConfigError, match=f"run 0: {bad.split(':')[0]} must be"):
+            load_sweep(path)
