@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +347,6 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
     if not test.empty:
-        from .submit import SAMPLE_NAME
-
         check_sample_submission(_beside(root, SAMPLE_NAME), test)
     leaks = find_leaks(labelled, test)
     if leaks.empty:
@@ -360,12 +359,30 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
     return leaks
 
 
+SAMPLE_NAME = "sample_submission.csv"  # a competition's submission template (data and submit read it)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV with every column as text, empty cells kept as "" (ids like 000123 must stay strings)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def match_ids(ids: Sequence[str], expected: Sequence[str]) -> list[str | None]:
+    """The expected id of each predicted id: itself, else the expected id with the same file stem, else None.
+
+    Here so the sample-submission check at data time and submit's validator match ids the same way."""
+    wanted = set(expected)
+    by_stem: dict[str, str | None] = {}
+    for e in expected:
+        stem = Path(e).stem
+        by_stem[stem] = None if stem in by_stem else e  # an ambiguous stem matches nothing
+    return [i if i in wanted else by_stem.get(Path(i).stem) for i in ids]
+
+
 def check_sample_submission(sample_csv: Path, test: pd.DataFrame) -> None:
     """Refuse a sample_submission.csv whose ids are not the test files (matched by file stem, as submit does)."""
     if not sample_csv.is_file():
         return
-    from .submit import match_ids, read_table  # the reading and id matching the submission will get
-
     try:
         ids = list(read_table(sample_csv).iloc[:, 0])
     except (ValueError, IndexError) as e:

@@ -33,12 +33,12 @@ import pandas as pd
 
 from . import atomic, runfolder
 from .config import ConfigError
+from .data import SAMPLE_NAME, list_test, match_ids, read_table  # noqa: F401 - submit's API too
 from .submissions_io import SubmitError
 
 log = logging.getLogger(__name__)
 
 KINDS = ("prob", "index", "name")
-SAMPLE_NAME = "sample_submission.csv"
 KAGGLE_WORKING = Path("/kaggle/working")  # a Kaggle notebook's output folder
 KAGGLE_INPUT = Path("/kaggle/input")  # a Kaggle notebook's read-only data
 NAN_TEXT = {"", "nan", "na", "n/a", "null", "none"}  # what pandas/Kaggle read as missing, lower-cased
@@ -135,11 +135,6 @@ def infer_format(sample: pd.DataFrame, classes: Sequence[str] = (), where: str =
     return SubmissionFormat(id_col, label_col, "name")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV with every column as text, empty cells kept as "" (ids like 000123 must stay strings)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
 # ------------------------------------------------------------------------------- what the competition expects
 @dataclass(frozen=True, eq=False)
 class Expected:
@@ -173,8 +168,6 @@ def expected_from_ids(ids_csv: Path, negative: str, positive: str,
 def read_test_ids(source: Path, column: str = "id") -> tuple[str, ...]:
     """The ids in ``source``: a test/ folder's image file stems (every file, decodable or not), or a CSV column."""
     if source.is_dir():
-        from .data import list_test  # the listing training made, so the ids are the same
-
         return tuple(list_test(source.parent).id)
     table = read_table(source)
     return tuple(table[column if column in table.columns else "id"])
@@ -205,16 +198,6 @@ def expected_from_record(record: dict[str, Any], sample_csv: Path | None = None)
 
 
 # ------------------------------------------------------------------------------------------ the frame (pure)
-def match_ids(ids: Sequence[str], expected: Sequence[str]) -> list[str | None]:
-    """The expected id of each predicted id: itself, else the expected id with the same file stem, else None."""
-    wanted = set(expected)
-    by_stem: dict[str, str | None] = {}
-    for e in expected:
-        stem = Path(e).stem
-        by_stem[stem] = None if stem in by_stem else e  # an ambiguous stem matches nothing
-    return [i if i in wanted else by_stem.get(Path(i).stem) for i in ids]
-
-
 def _labels(probs: np.ndarray, fmt: SubmissionFormat, classes: tuple[str, str]) -> list[Any]:
     """The label column for positive-class probabilities ``probs``; ``classes`` = (negative, positive)."""
     negative, positive = classes
@@ -438,9 +421,7 @@ def find_sample_submission(run_dirs: Sequence[Path]) -> Path | None:
 
 def find_test_folder(run_dirs: Sequence[Path]) -> Path | None:
     """The runs' test/ folder, found from their config, if it lists every test id they predicted."""
-    from .data import list_test
-
-    ids_csv = Path(run_dirs[0]) / "test_ids.csv"
+    ids_csv = Path(run_dirs[0]) / runfolder.ids_file("test")
     predicted = set(read_table(ids_csv)["id"]) if ids_csv.is_file() else set()
     for root in _data_roots(Path(run_dirs[0])):
         if (root / "test").is_dir() and predicted <= set(list_test(root).id):
