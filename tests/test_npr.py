@@ -91,8 +91,7 @@ def _predicts_the_same_in_a_fresh_process(result) -> None:
         import sys, numpy as np, pandas as pd
         from deepfake_fastai import load_learner
         learn = load_learner({str(d / 'learner.pkl')!r})
-        from deepfake_fastai import runfolder
-from deepfake_fastai.npr import NPRInput
+        from deepfake_fastai.npr import NPRInput
         assert any(isinstance(m, NPRInput) for m in learn.model.modules())
         ids = pd.read_csv({str(d / 'valid_ids.csv')!r}, dtype=str).id
         cache = {str(runfolder.cache_dir(d))!r}
