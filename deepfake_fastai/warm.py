@@ -52,8 +52,9 @@ def workers(enabled: bool = True, python: str | None = None) -> Iterator[bool]:
         reason = cold_reason(enabled, python or sys.executable)  # an import that touched CUDA would show here
     if reason is None and _forked_child_hangs():
         reason = "this process has run torch's OpenMP threads, which a forked child cannot use"
-    if reason:
-        log.info("each run starts a fresh interpreter (%s): ~20 s of imports per run", reason)
+    if reason:  # asked for (--cold): info; otherwise the user should know why the sweep is slower
+        (log.info if not enabled else log.warning)("each run starts a fresh interpreter (%s): ~20 s of imports "
+                                                   "per run", reason)
     previous, _warm = _warm, reason is None
     try:
         yield _warm
@@ -67,7 +68,7 @@ def cold_reason(enabled: bool, python: str) -> str | None:
         return "warm workers switched off (--cold)"
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return f"warm workers fork, which this toolkit uses on Linux only, not {sys.platform}"
-    if Path(python).resolve() != Path(sys.executable).resolve():
+    if os.path.abspath(python) != os.path.abspath(sys.executable):  # not resolved: a venv links to its base
         return f"the workers use another interpreter ({python})"
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
