@@ -156,3 +156,55 @@ def test_yaml_1_1_exponent_floats_are_taken_as_numbers_and_words_still_refused(t
         path.write_text(f"name: s\nruns: [{{{bad}}}]\n")
         with pytest.raises(ConfigError, match=f"run 0: {bad.split(':')[0]} must be"):
             load_sweep(path)
+
+
+# ------------------------------------------------------------------ 4, 5. class and CSV errors in the source's words
+
+
+def _files(root: Path, counts: dict[str, int]) -> Path:
+    """Class folders of empty .png files: listing never decodes, so the class checks need no real images."""
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / label / f"{label}_{i}.png").write_bytes(b"")
+    return root
+
+
+def _list(tmp: Path, **data) -> pd.DataFrame:
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.data import list_labelled
+
+    cfg = DataConfig(data_dir=str(tmp / "data"), **data)
+    return list_labelled(cfg, Path(cfg.path))
+
+
+def test_three_classes_name_the_stray_one_not_the_negative_class(tmp_path):
+    from deepfake_fastai.data import DataError
+
+    root = _files(tmp_path / "f", {"real": 10, "fake": 10, "screenshots": 20})  # the stray class is the largest
+    with pytest.raises(DataError) as e:
+        _list(tmp_path, source="folder", path=str(root))
+    text = str(e.value)
+    assert "the extra class(es) are ['screenshots']" in text and "'real' the likely negative" in text, text
+    assert "['screenshots/']" in text and "--positive-class" in text
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"filename": [f"f/{c}/{c}_{i}.png" for c in ("real", "fake", "screenshots") for i in range(3)],
+                  "label": [c for c in ("real", "fake", "screenshots") for _ in range(3)]}).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"\['screenshots'\].*delete or relabel their rows in .*labels.csv"):
+        _list(tmp_path, source="csv", path=str(csv))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", r"labels.csv: the file is empty; it needs a header row \(filename,label\)"),
+    ("filename,label\n", r"labels.csv: no rows below the header; add one row per image"),
+    ("filename,label\na.png,real\nb.png,real \nc.png,fake\nd.png, fake\n",
+     r"labels.csv: 2 label\(s\) with leading or trailing whitespace \(CSV lines \[3, 5\], e.g. 'real '\)"),
+], ids=["empty", "header_only", "trailing_spaces"])
+def test_csv_sources_get_csv_wording_naming_the_file(tmp_path, text, expected):
+    from deepfake_fastai.data import DataError
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text(text)
+    with pytest.raises(DataError, match=expected) as e:
+        _list(tmp_path, source="csv", path=str(csv))
+    assert "sub-folder" not in str(e.value)
