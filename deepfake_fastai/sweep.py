@@ -21,6 +21,7 @@ import fcntl
 import itertools
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -167,8 +168,26 @@ def read_record(run_dir: Path) -> dict[str, Any]:
         except (OSError, ValueError):
             continue
         if name == "status.json" or record.get("status") == "complete":
-            return {"run": run_dir.name, **record}
+            return {"run": run_dir.name, **_interrupted_if_gone(record)}
     return {"run": run_dir.name, "status": "not started"}
+
+
+def _interrupted_if_gone(record: dict[str, Any]) -> dict[str, Any]:
+    """A "running" record whose process is gone (killed, e.g. with its sweep) is shown as interrupted."""
+    pid = record.get("pid")
+    if record.get("status") != "running" or not isinstance(pid, int) or _alive(pid):
+        return record
+    return {**record, "status": "interrupted", "error": f"its process ({pid}) is gone: rerun the sweep to redo it"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- running (side effects)
@@ -252,7 +271,7 @@ def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, An
                               preexec_fn=_die_with_parent, stdout=console, stderr=subprocess.STDOUT if quiet else None,
                               check=False)
     record = read_record(run_dir)
-    if proc.returncode and record.get("status") in ("running", "not started", "complete"):
+    if proc.returncode and record.get("status") in ("running", "interrupted", "not started", "complete"):
         # killed before it could record anything itself (signal, OOM killer)
         record = {"status": "failed", "error": f"worker exited with code {proc.returncode}"}
         atomic.write_json(run_dir / "status.json", record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -208,3 +209,21 @@ def test_csv_sources_get_csv_wording_naming_the_file(tmp_path, text, expected):
     with pytest.raises(DataError, match=expected) as e:
         _list(tmp_path, source="csv", path=str(csv))
     assert "sub-folder" not in str(e.value)
+
+
+# ------------------------------------------------------------------ 6. a run whose process is gone
+
+
+def test_the_leaderboard_shows_a_run_whose_process_is_gone_as_interrupted(tmp_path):
+    folder = tmp_path / "runs" / "s"
+    for name in ("gone", "alive"):
+        (folder / name).mkdir(parents=True)
+    (folder / "sweep.yaml").write_text("name: s\nruns: [{name: gone}, {name: alive}]\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    (folder / "gone" / "status.json").write_text(json.dumps({"status": "running", "pid": dead.pid}))
+    (folder / "alive" / "status.json").write_text(json.dumps({"status": "running", "pid": os.getpid()}))
+    rc, out, err = _cli("leaderboard", str(folder))
+    assert rc == 0, err
+    rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[1:]}
+    assert rows == {"gone": "interrupted", "alive": "running"}, out
