@@ -227,3 +227,33 @@ def test_the_leaderboard_shows_a_run_whose_process_is_gone_as_interrupted(tmp_pa
     assert rc == 0, err
     rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[1:]}
     assert rows == {"gone": "interrupted", "alive": "running"}, out
+
+
+# ------------------------------------------------------------------ 8. train -q
+
+
+def test_train_quiet_prints_no_progress_bars(tiny_data, tmp_path, monkeypatch):
+    import re
+
+    import fastprogress.fastprogress as fastprogress
+
+    monkeypatch.chdir(tmp_path)  # data/ (the cache) goes here
+    monkeypatch.setattr(fastprogress, "NO_BAR", False)  # as a fresh process starts; cli.main sets it for -q
+    rc, out, err = _cli("train", "--path", str(tiny_data), "--arch", "test_resnet", "--size", "32", "--epochs", "1",
+                        "--bs", "16", "--tta-n", "1", "--precision", "fp32", "--runs-dir", str(tmp_path / "runs"), "-q")
+    assert rc == 0, err
+    assert not re.search(r"\|[█X-]+\|", out + err), out  # a bar redraw: |████----|
+    assert "AUC" in out  # the result is still printed
+
+
+# ------------------------------------------------------------------ 7. the submissions listing
+
+
+def test_the_submissions_listing_shows_each_file_name_on_disk(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "renamed_best.csv").write_text("id,label\na,0.5\n")
+    (subs / "renamed_best.json").write_text(json.dumps({"csv": "20260101-000000_greedy.csv", "metric": "auc"}))
+    rc, out, err = _cli("submissions", "--out-dir", str(subs), "--offline")
+    assert rc == 0, err
+    assert "renamed_best.csv" in out and "20260101-000000_greedy.csv" not in out, out
