@@ -155,6 +155,11 @@ def list_labelled(cfg: DataConfig, root: Path) -> pd.DataFrame:
     one_class = frame.label.nunique() == 1  # only then is it worth naming the empty class folders
     empty = _empty_class_dirs(_labelled_dir(root)) if one_class and kind == "folder" else []
     check_classes(frame, cfg.positive_class, str(root), empty, kind)
+    if kind == "folder":  # a third, empty folder beside the two classes is ignored: say so (a misplaced class?)
+        unused = [f"{d.name}/" for d in _class_dirs(_labelled_dir(root))[0] if d.name not in set(frame.label)]
+        if unused:
+            log.warning("folder(s) %s under %s hold no images: ignored; remove them, or move that class's images "
+                        "there (a detector uses two classes)", unused, _labelled_dir(root))
     warn_if_imbalanced(frame)
     return frame.sort_values("id", ignore_index=True)
 

@@ -257,3 +257,11 @@ def test_the_submissions_listing_shows_each_file_name_on_disk(tmp_path):
     rc, out, err = _cli("submissions", "--out-dir", str(subs), "--offline")
     assert rc == 0, err
     assert "renamed_best.csv" in out and "20260101-000000_greedy.csv" not in out, out
+
+
+def test_an_empty_third_folder_beside_the_classes_is_warned(tmp_path, caplog):
+    root = _files(tmp_path / "f", {"real": 3, "fake": 3})
+    (root / "extra").mkdir()
+    with caplog.at_level("WARNING", logger="deepfake_fastai.data"):
+        _list(tmp_path, source="folder", path=str(root))
+    assert "['extra/']" in caplog.text and "hold no images: ignored" in caplog.text, caplog.text
