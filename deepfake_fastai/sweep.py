@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from . import atomic
-from .config import ConfigError, DataConfig, TrainConfig, dump_yaml, from_dict, load_yaml
+from .config import ConfigError, DataConfig, TrainConfig, dump_yaml, from_dict, load_yaml, resolve_paths
 from .train import is_complete
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool =
 
 def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
-    atomic.write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    atomic.write_text(run_dir / "config.yaml", dump_yaml(resolve_paths(cfg)))
     # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
     with open(run_dir / WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
         proc = subprocess.run([python, "-m", "deepfake_fastai.worker", str(run_dir / "config.yaml")],

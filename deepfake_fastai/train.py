@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic, metrics
-from .config import DataConfig, TrainConfig, dump_yaml
+from .config import DataConfig, TrainConfig, dump_yaml, resolve_paths
 from .manifest import MANIFEST_FILE
 from .manifest import write as write_manifest
 from .models import check_arch, check_size
@@ -78,6 +78,7 @@ def run(cfg: TrainConfig) -> RunResult:
     """Run one config: skip if complete, else train, predict, score, export; always record status."""
     from .data import check_source
 
+    cfg = resolve_paths(cfg)  # config.yaml must find the data from any working folder
     run_dir = (Path(cfg.runs_dir) / cfg.run_name).resolve()
     if is_complete(run_dir):
         _same_config_or_raise(run_dir, cfg)
@@ -110,7 +111,7 @@ def _record_failure(run_dir: Path, e: BaseException) -> None:
 
 def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
     """A complete folder of the same name but another config (e.g. other data) is never taken as this run."""
-    stored = config_of(run_dir)
+    stored = resolve_paths(config_of(run_dir))  # older runs stored a relative path as given
     if stored != cfg:
         a, b = dataclasses.asdict(stored), dataclasses.asdict(cfg)
         diff = sorted(k for k in a if a[k] != b[k])

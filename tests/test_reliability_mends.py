@@ -265,3 +265,17 @@ def test_an_empty_third_folder_beside_the_classes_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="deepfake_fastai.data"):
         _list(tmp_path, source="folder", path=str(root))
     assert "['extra/']" in caplog.text and "hold no images: ignored" in caplog.text, caplog.text
+
+
+def test_a_relative_data_path_is_stored_resolved_in_the_run_config(tiny_data, tmp_path, monkeypatch):
+    from deepfake_fastai.config import DataConfig, TrainConfig, load_train_config
+
+    monkeypatch.chdir(tiny_data.parent)
+    cfg = TrainConfig(name="r", runs_dir=str(tmp_path / "runs"), data=DataConfig(source="folder", path=tiny_data.name))
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    monkeypatch.setattr(sweep_mod, "subprocess", SimpleNamespace(
+        run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0)))  # the config file is the point, not training
+    sweep_mod._attempt(cfg, "python")
+    monkeypatch.chdir(tmp_path)  # another working folder: the stored path must still find the data
+    stored = load_train_config(tmp_path / "runs" / "r" / "config.yaml")
+    assert Path(stored.data.path).is_absolute() and Path(stored.data.path).samefile(tiny_data)
