@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "quiet", False):
+        import fastprogress.fastprogress as fastprogress
+
+        # fastai's fine_tune ignores Learner.no_bar() (fastai issue 3959); fastprogress's own switch, read at each
+        # redraw (printing()), silences every bar: training, TTA, the cache (fastprogress issue 105)
+        fastprogress.NO_BAR = True
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError, WriteError) as e:

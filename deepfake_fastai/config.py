@@ -267,6 +267,13 @@ def load_train_config(path: Path) -> TrainConfig:
     return from_dict(TrainConfig, load_yaml(path), str(path))
 
 
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with data.path and data.images_dir absolute, so a run folder's config.yaml finds the data from any
+    working folder (as given, a relative path only worked from where the run was started)."""
+    fixed = {k: str(Path(v).expanduser().resolve()) for k in ("path", "images_dir") if (v := getattr(cfg.data, k))}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **fixed)) if fixed else cfg
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain dict of a (nested) config dataclass, for YAML/JSON."""
     return dataclasses.asdict(cfg)

@@ -33,6 +33,8 @@ NOT_CLASSES = {"test", "tests", "unseen", "__macosx"}  # folders that are never 
 KAGGLE_HOST = ("www.kaggle.com", 443)
 MIN_SIDE_PX = 8  # smaller images carry no generator traces worth learning (a 1x1 image is a mistake, not data)
 IMBALANCE_WARN = 0.1  # warn when the rarer class is under this share of the labelled images
+NEGATIVE_NAMES = {"real", "genuine", "authentic", "original", "pristine", "human", "natural", "0"}  # of 3+
+# classes, one of these is taken as the negative class the user meant (else the largest); the rest are strays
 
 
 class DataError(ValueError):
@@ -149,35 +151,59 @@ def list_labelled(cfg: DataConfig, root: Path) -> pd.DataFrame:
         frame = _list_by_name(_labelled_dir(root), cfg.label_from_name)
     else:
         frame = _list_folder(_labelled_dir(root))
+    kind = "csv" if cfg.source == "csv" else "name" if cfg.label_from_name else "folder"
+    if frame.empty and kind == "csv":
+        raise DataError(f"{root}: no rows below the header; add one row per image ({cfg.fn_col},{cfg.label_col})")
     if frame.empty:
         raise DataError(f"no images found under {root}; expected one sub-folder per class")
     one_class = frame.label.nunique() == 1  # only then is it worth naming the empty class folders
-    empty = _empty_class_dirs(_labelled_dir(root)) if one_class and cfg.source != "csv" else []
-    check_classes(frame, cfg.positive_class, str(root), empty)
+    empty = _empty_class_dirs(_labelled_dir(root)) if one_class and kind == "folder" else []
+    check_classes(frame, cfg.positive_class, str(root), empty, kind)
+    if kind == "folder":  # a third, empty folder beside the two classes is ignored: say so (a misplaced class?)
+        unused = [f"{d.name}/" for d in _class_dirs(_labelled_dir(root))[0] if d.name not in set(frame.label)]
+        if unused:
+            log.warning("folder(s) %s under %s hold no images: ignored; remove them, or move that class's images "
+                        "there (a detector uses two classes)", unused, _labelled_dir(root))
     warn_if_imbalanced(frame)
     return frame.sort_values("id", ignore_index=True)
 
 
-def check_classes(frame: pd.DataFrame, positive: str, where: str, empty_dirs: list[str] = ()) -> None:
-    """Exactly two classes, the positive one among them, each with enough images to train and validate."""
+def check_classes(frame: pd.DataFrame, positive: str, where: str, empty_dirs: list[str] = (),
+                  kind: str = "folder") -> None:
+    """Exactly two classes, the positive one among them, each with enough images to train and validate.
+
+    ``kind`` (folder | csv | name: data.label_from_name) picks the wording of the fix.
+    """
     counts = frame.label.value_counts()
     classes = sorted(counts.index)
     empty = f"; empty class folder(s): {list(empty_dirs)}: put that class's images there" if empty_dirs else ""
     if len(classes) == 1:
+        two = {"csv": "rows of two labels", "name": "file names of two classes"}.get(kind, "real/ and fake/ folders")
         raise DataError(f"only one class {classes} under {where}{empty}. A detector needs images of two classes "
-                        f"(e.g. real/ and fake/ sub-folders)")
+                        f"(e.g. {two})")
     if positive not in classes:
         raise DataError(f"positive class '{positive}' not among the classes {classes} found in {where}; "
                         f"set data.positive_class to one of them")
     if len(classes) != 2:
-        rare = [c for c in counts.index if c != positive][1:]  # all but the positive and the largest other
-        first = list(frame.id[frame.label.isin(rare)][:3])
-        raise DataError(f"expected 2 classes under {where}, found {len(classes)}: {counts.to_dict()}. Fix or remove "
-                        f"the images labelled {rare} (first: {first}), or drop those folders")
+        raise DataError(_stray_classes(frame, counts, positive, where, kind))
     few = {c: int(n) for c, n in counts.items() if n < 2}
     if few:
         raise DataError(f"{where}: class(es) {few} have fewer than 2 images; each class needs at least one image to "
                         f"train on and one to validate on: add images")
+
+
+def _stray_classes(frame: pd.DataFrame, counts: pd.Series, positive: str, where: str, kind: str) -> str:
+    """The error for 3+ classes: which ones look stray (not the positive, not the likely negative) and the fixes."""
+    others = [c for c in counts.index if c != positive]  # largest first
+    negative = next((c for c in others if str(c).strip().lower() in NEGATIVE_NAMES), others[0])
+    stray = [c for c in others if c != negative]
+    first = list(frame.id[frame.label.isin(stray)][:3])
+    fix = {"csv": f"delete or relabel their rows in {where}",
+           "name": "rename or move those files"}.get(kind, f"move the folder(s) {[f'{c}/' for c in stray]} out")
+    return (f"expected 2 classes under {where}, found {len(counts)}: {counts.to_dict()}. With '{positive}' the "
+            f"positive class and '{negative}' the likely negative one, the extra class(es) are {stray} (first: "
+            f"{first}): {fix}. If the two classes are others, set data.positive_class (--positive-class) to one "
+            f"of them and remove the rest")
 
 
 def warn_if_imbalanced(frame: pd.DataFrame) -> float:
@@ -293,7 +319,11 @@ def _list_by_name(folder: Path, pattern: str) -> pd.DataFrame:
 
 
 def _list_csv(cfg: DataConfig, csv_path: Path) -> pd.DataFrame:
-    table = pd.read_csv(csv_path, dtype=str)
+    try:
+        table = pd.read_csv(csv_path, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv_path}: the file is empty; it needs a header row ({cfg.fn_col},{cfg.label_col}) and "
+                        f"one row per image") from None
     missing = {cfg.fn_col, cfg.label_col} - set(table.columns)
     if missing:
         raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}; set data.fn_col / data.label_col")
@@ -313,6 +343,11 @@ def check_csv_rows(table: pd.DataFrame, fn_col: str, label_col: str, base: Path,
     if blank.any():
         raise DataError(f"{csv_path}: {int(blank.sum())} row(s) with an empty {fn_col} or {label_col} (CSV lines "
                         f"{list(line[blank][:5])}); fill them in or delete those rows")
+    spaced = table[label_col] != table[label_col].str.strip()  # "real " would be a class of its own
+    if spaced.any():
+        raise DataError(f"{csv_path}: {int(spaced.sum())} label(s) with leading or trailing whitespace (CSV lines "
+                        f"{list(line[spaced][:5])}, e.g. {table[label_col][spaced].iloc[0]!r}); remove the "
+                        f"whitespace, or each spelling counts as a class of its own")
     dup = table[fn_col][table[fn_col].duplicated()]
     if len(dup):
         raise DataError(f"{csv_path}: {len(dup)} file name(s) listed twice (first: {list(dup[:3])}); keep one row each")

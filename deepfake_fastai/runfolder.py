@@ -221,9 +221,27 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     if is_complete(run_dir):
         return {"run": run_dir.name, **read_metrics(run_dir)}
     try:
-        return {"run": run_dir.name, **json.loads((run_dir / STATUS).read_text())}
+        return {"run": run_dir.name, **_interrupted_if_gone(json.loads((run_dir / STATUS).read_text()))}
     except (OSError, ValueError, TypeError):
         return {"run": run_dir.name, "status": "not started"}
+
+
+def _interrupted_if_gone(record: dict[str, Any]) -> dict[str, Any]:
+    """A "running" record whose process is gone (killed, e.g. with its sweep) is shown as interrupted."""
+    pid = record.get("pid")
+    if record.get("status") != "running" or not isinstance(pid, int) or _alive(pid):
+        return record
+    return {**record, "status": "interrupted", "error": f"its process ({pid}) is gone: rerun the sweep to redo it"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def read_config(run_dir: Path) -> TrainConfig:

@@ -504,8 +504,8 @@ def read_records(out_dir: Path | None = None) -> list[dict[str, Any]]:
     records = []
     for path in sorted(out_dir.glob("*.json")):
         record = read_record(path)
-        if "csv" in record:
-            records.append(record)
+        if "csv" in record:  # the name on disk, not the one written inside: a renamed pair is listed as it is now
+            records.append({**record, "csv": path.with_suffix(".csv").name})
     return records
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics, runfolder
-from .config import TRACES_ARCH, DataConfig, TrainConfig
+from .config import TRACES_ARCH, DataConfig, TrainConfig, resolve_paths
 from .models import check_arch, check_size
 from .runfolder import RunResult, is_complete
 
@@ -39,6 +39,7 @@ def run(cfg: TrainConfig) -> RunResult:
     """Run one config: skip if complete, else train, predict, score, export; always record status."""
     from .data import check_source
 
+    cfg = resolve_paths(cfg)  # config.yaml must find the data from any working folder
     run_dir = (Path(cfg.runs_dir) / cfg.run_name).resolve()
     if is_complete(run_dir):
         _same_config_or_raise(run_dir, cfg)
@@ -62,7 +63,7 @@ def run(cfg: TrainConfig) -> RunResult:
 
 def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
     """A complete folder of the same name but another config (e.g. other data) is never taken as this run."""
-    stored = runfolder.read_config(run_dir)
+    stored = resolve_paths(runfolder.read_config(run_dir))  # older runs stored a relative path as given
     if stored != cfg:
         diff = runfolder.config_differences(stored, cfg)
         raise ValueError(f"{run_dir} holds a complete run with a different config (differs in {diff}); "

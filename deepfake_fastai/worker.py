@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfolder, warm
-from .config import TrainConfig
+from .config import TrainConfig, resolve_paths
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ def run_one(cfg: TrainConfig, python: str, oom_retry: bool = True, quiet: bool =
 
 def _attempt(cfg: TrainConfig, python: str, quiet: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
-    config_file = runfolder.write_config(run_dir, cfg)
+    config_file = runfolder.write_config(run_dir, resolve_paths(cfg))
     # quiet: the worker's console goes to a log, appended like train.log (every attempt), not an artifact
     with open(run_dir / runfolder.WORKER_LOG, "ab") if quiet else contextlib.nullcontext() as console:
         returncode = warm.run_worker(python, config_file, console, child=main)
     record = runfolder.read_record(run_dir)
-    if returncode and record.get("status") in ("running", "not started", "complete"):
+    if returncode and record.get("status") in ("running", "interrupted", "not started", "complete"):
         # killed before it could record anything itself (signal, OOM killer, a crashed interpreter)
         record = {"status": "failed", "error": f"worker exited with code {returncode}"}
         runfolder.write_status(run_dir, record)

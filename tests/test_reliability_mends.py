@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepfake_fastai import cli
-from deepfake_fastai import sweep as sweep_mod
+from deepfake_fastai import cli, warm, worker
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
@@ -35,13 +35,11 @@ def _cli(*argv: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-def _worker_here(cmd, preexec_fn=None, check=False, stdout=None, stderr=None):
-    """subprocess.run for the sweep's worker command, run in this process (same code path and exit code)."""
-    from deepfake_fastai import worker
-
+def _worker_here(python: str, config: Path, console=None, child=None) -> int:
+    """warm.run_worker, run in this process (same code path and exit code)."""
     old = signal.getsignal(signal.SIGTERM)
     try:
-        return subprocess.CompletedProcess(cmd, worker.main([cmd[-1]]))
+        return worker.main([str(config)])
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -72,8 +70,8 @@ def broken_test_sweep(tiny_data, tmp_path_factory):
     sample.to_csv(root / "sample_submission.csv", index=False)
     sweep_file = _sweep_file(tmp, root)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sweep_mod, "subprocess", SimpleNamespace(run=_worker_here))
-        rc, out, err = _cli("sweep", str(sweep_file))
+        mp.setattr(warm, "run_worker", _worker_here)
+        rc, out, err = _cli("sweep", "--cold", str(sweep_file))
     assert rc == 0, err
     return SimpleNamespace(tmp=tmp, root=root, runs=tmp / "runs" / "mends", sweep_out=out)
 
@@ -156,3 +154,124 @@ def test_yaml_1_1_exponent_floats_are_taken_as_numbers_and_words_still_refused(t
         path.write_text(f"name: s\nruns: [{{{bad}}}]\n")
         with pytest.raises(ConfigError, match=f"run 0: {bad.split(':')[0]} must be"):
             load_sweep(path)
+
+
+# ------------------------------------------------------------------ 4, 5. class and CSV errors in the source's words
+
+
+def _files(root: Path, counts: dict[str, int]) -> Path:
+    """Class folders of empty .png files: listing never decodes, so the class checks need no real images."""
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / label / f"{label}_{i}.png").write_bytes(b"")
+    return root
+
+
+def _list(tmp: Path, **data) -> pd.DataFrame:
+    from deepfake_fastai.config import DataConfig
+    from deepfake_fastai.data import list_labelled
+
+    cfg = DataConfig(data_dir=str(tmp / "data"), **data)
+    return list_labelled(cfg, Path(cfg.path))
+
+
+def test_three_classes_name_the_stray_one_not_the_negative_class(tmp_path):
+    from deepfake_fastai.data import DataError
+
+    root = _files(tmp_path / "f", {"real": 10, "fake": 10, "screenshots": 20})  # the stray class is the largest
+    with pytest.raises(DataError) as e:
+        _list(tmp_path, source="folder", path=str(root))
+    text = str(e.value)
+    assert "the extra class(es) are ['screenshots']" in text and "'real' the likely negative" in text, text
+    assert "['screenshots/']" in text and "--positive-class" in text
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"filename": [f"f/{c}/{c}_{i}.png" for c in ("real", "fake", "screenshots") for i in range(3)],
+                  "label": [c for c in ("real", "fake", "screenshots") for _ in range(3)]}).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"\['screenshots'\].*delete or relabel their rows in .*labels.csv"):
+        _list(tmp_path, source="csv", path=str(csv))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", r"labels.csv: the file is empty; it needs a header row \(filename,label\)"),
+    ("filename,label\n", r"labels.csv: no rows below the header; add one row per image"),
+    ("filename,label\na.png,real\nb.png,real \nc.png,fake\nd.png, fake\n",
+     r"labels.csv: 2 label\(s\) with leading or trailing whitespace \(CSV lines \[3, 5\], e.g. 'real '\)"),
+], ids=["empty", "header_only", "trailing_spaces"])
+def test_csv_sources_get_csv_wording_naming_the_file(tmp_path, text, expected):
+    from deepfake_fastai.data import DataError
+
+    csv = tmp_path / "labels.csv"
+    csv.write_text(text)
+    with pytest.raises(DataError, match=expected) as e:
+        _list(tmp_path, source="csv", path=str(csv))
+    assert "sub-folder" not in str(e.value)
+
+
+# ------------------------------------------------------------------ 6. a run whose process is gone
+
+
+def test_the_leaderboard_shows_a_run_whose_process_is_gone_as_interrupted(tmp_path):
+    folder = tmp_path / "runs" / "s"
+    for name in ("gone", "alive"):
+        (folder / name).mkdir(parents=True)
+    (folder / "sweep.yaml").write_text("name: s\nruns: [{name: gone}, {name: alive}]\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    (folder / "gone" / "status.json").write_text(json.dumps({"status": "running", "pid": dead.pid}))
+    (folder / "alive" / "status.json").write_text(json.dumps({"status": "running", "pid": os.getpid()}))
+    rc, out, err = _cli("leaderboard", str(folder))
+    assert rc == 0, err
+    rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[1:]}
+    assert rows == {"gone": "interrupted", "alive": "running"}, out
+
+
+# ------------------------------------------------------------------ 8. train -q
+
+
+def test_train_quiet_prints_no_progress_bars(tiny_data, tmp_path, monkeypatch):
+    import re
+
+    import fastprogress.fastprogress as fastprogress
+
+    monkeypatch.chdir(tmp_path)  # data/ (the cache) goes here
+    monkeypatch.setattr(fastprogress, "NO_BAR", False)  # as a fresh process starts; cli.main sets it for -q
+    rc, out, err = _cli("train", "--path", str(tiny_data), "--arch", "test_resnet", "--size", "32", "--epochs", "1",
+                        "--bs", "16", "--tta-n", "1", "--precision", "fp32", "--runs-dir", str(tmp_path / "runs"), "-q")
+    assert rc == 0, err
+    assert not re.search(r"\|[█X-]+\|", out + err), out  # a bar redraw: |████----|
+    assert "AUC" in out  # the result is still printed
+
+
+# ------------------------------------------------------------------ 7. the submissions listing
+
+
+def test_the_submissions_listing_shows_each_file_name_on_disk(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "renamed_best.csv").write_text("id,label\na,0.5\n")
+    (subs / "renamed_best.json").write_text(json.dumps({"csv": "20260101-000000_greedy.csv", "metric": "auc"}))
+    rc, out, err = _cli("submissions", "--out-dir", str(subs), "--offline")
+    assert rc == 0, err
+    assert "renamed_best.csv" in out and "20260101-000000_greedy.csv" not in out, out
+
+
+def test_an_empty_third_folder_beside_the_classes_is_warned(tmp_path, caplog):
+    root = _files(tmp_path / "f", {"real": 3, "fake": 3})
+    (root / "extra").mkdir()
+    with caplog.at_level("WARNING", logger="deepfake_fastai.data"):
+        _list(tmp_path, source="folder", path=str(root))
+    assert "['extra/']" in caplog.text and "hold no images: ignored" in caplog.text, caplog.text
+
+
+def test_a_relative_data_path_is_stored_resolved_in_the_run_config(tiny_data, tmp_path, monkeypatch):
+    from deepfake_fastai.config import DataConfig, TrainConfig, load_train_config
+
+    monkeypatch.chdir(tiny_data.parent)
+    cfg = TrainConfig(name="r", runs_dir=str(tmp_path / "runs"), data=DataConfig(source="folder", path=tiny_data.name))
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    monkeypatch.setattr(warm, "run_worker", lambda *a, **kw: 0)  # the config file is the point, not training
+    worker._attempt(cfg, "python")
+    monkeypatch.chdir(tmp_path)  # another working folder: the stored path must still find the data
+    stored = load_train_config(tmp_path / "runs" / "r" / "config.yaml")
+    assert Path(stored.data.path).is_absolute() and Path(stored.data.path).samefile(tiny_data)
