@@ -214,7 +214,8 @@ GOOD_ROWS = [("0.png", "real"), ("1.png", "real"), ("2.png", "fake"), ("3.png", 
 
 @pytest.mark.parametrize("extra, match", [
     ([("0.png", "maybe")], r"listed twice"),
-    ([("4.png", "maybe")], r"found 3: \{.*'maybe': 1\}.*images labelled \['maybe'\] \(first: \['4.png'\]\)"),
+    ([("4.png", "maybe")], r"found 3: \{.*'maybe': 1\}.*extra class\(es\) are \['maybe'\] \(first: \['4.png'\]\).*"
+                           r"delete or relabel their rows"),
     ([("../outside.png", "fake")], r"1 file name\(s\) point outside .*\['../outside.png'\].*without '..'"),
     ([("/etc/passwd", "fake")], r"point outside"),
     ([("5.png", "")], r"1 row\(s\) with an empty filename or label \(CSV lines \[6\]\)"),
