@@ -91,7 +91,7 @@ def step_batch_on_gpu(tmp: Path, root: Path) -> dict[str, Any]:
 
     cfg = TrainConfig(arch=ARCH, size=PX, bs=64, data=DataConfig(source="folder", path=str(root),
                                                                  data_dir=str(tmp / "data")))
-    dls = learner.dataloaders(cfg, prepare(cfg.data, max_px=cfg.resize_px))
+    dls = learner.dataloaders(cfg, prepare(cfg.data, item_resize_px=cfg.item_resize_px))
     x, y = dls.train.one_batch()
     return {"passed": x.is_cuda and dls.train.fake_l.num_workers > 0 and dls.train.pin_memory,
             "device": str(x.device), "num_workers": dls.train.fake_l.num_workers, "pin_memory": dls.train.pin_memory}

@@ -43,7 +43,7 @@ def test_num_workers_config_accepts_auto_or_a_count(value, ok):
 @pytest.fixture(scope="module")
 def prepared(tiny_data, tmp_path_factory):
     cfg = TrainConfig(**tiny_train_kwargs(tmp_path_factory.mktemp("loaders"), tiny_data))
-    return cfg, data.prepare(cfg.data, max_px=cfg.resize_px)
+    return cfg, data.prepare(cfg.data, item_resize_px=cfg.item_resize_px)
 
 
 def test_auto_on_this_cpu_loads_in_process_on_the_cpu(prepared):
