@@ -34,3 +34,35 @@ def tiny_train_kwargs(tmp: Path, data_root: Path, **overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+def run_worker_here(python: str, config: Path, console=None, child=None) -> int:
+    """warm.run_worker, run in this process (same code path, exit code; its output stays on this process's
+    streams): for tests that fault or patch a run from inside the test process."""
+    import signal
+
+    from deepfake_fastai import worker
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return worker.main([str(config)])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """deepfake-fastai in this process: exit code, stdout, stderr."""
+    import contextlib
+    import io
+    import signal
+
+    from deepfake_fastai import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return rc, out.getvalue(), err.getvalue()

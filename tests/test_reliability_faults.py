@@ -11,7 +11,6 @@ a restart without the faults. A fake Kaggle key is planted in the environment th
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
@@ -34,9 +33,11 @@ import yaml
 from fastai.callback.core import Callback
 from PIL import Image
 
-from deepfake_fastai import atomic, cli, learner, runfolder, warm
+from deepfake_fastai import atomic, learner, runfolder, warm
 from deepfake_fastai import sweep as sweep_mod
 from deepfake_fastai.runfolder import is_complete
+from tests.conftest import run_cli as _cli
+from tests.conftest import run_worker_here as _worker_here
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kaggle_standin import Server, port_free  # noqa: E402
@@ -131,30 +132,6 @@ def _full_disk_for_e(real_save):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_save(path, arr)
     return save
-
-
-def _worker_here(python: str, config: Path, console=None, child=None) -> int:
-    """warm.run_worker, run in this process (same code path, exit code; its output stays on this process's
-    streams)."""
-    from deepfake_fastai import worker
-
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return worker.main([str(config)])
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    """deepfake-fastai in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(list(argv))
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _hashes(folder: Path) -> dict[str, str]:

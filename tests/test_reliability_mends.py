@@ -6,12 +6,9 @@ tests/test_reliability_faults.py: CI does not pay a torch import per run).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,28 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepfake_fastai import cli, warm, worker
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    """deepfake-fastai in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(list(argv))
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    return rc, out.getvalue(), err.getvalue()
-
-
-def _worker_here(python: str, config: Path, console=None, child=None) -> int:
-    """warm.run_worker, run in this process (same code path and exit code)."""
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        return worker.main([str(config)])
-    finally:
-        signal.signal(signal.SIGTERM, old)
+from deepfake_fastai import warm, worker
+from tests.conftest import run_cli as _cli
+from tests.conftest import run_worker_here as _worker_here
 
 
 def _sweep_file(tmp: Path, root: Path, **extra) -> Path:
