@@ -36,12 +36,12 @@ from torch import nn
 
 from . import atomic, runfolder
 from .callbacks import AutoAugmentTfm, GridCrop, RandomDegrade, TruncatedCosine
-from .config import NPR_ARCH, TrainConfig, dump_yaml
+from .config import TrainConfig, dump_yaml
 from .data import Prepared
 from .loaders import loader_kwargs
 from .manifest import file_sha256
 from .models import norm_stats, timm_kwargs
-from .npr import with_npr_input
+from .npr import for_input
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def create_model(cfg: TrainConfig) -> BinaryDetector:
 
     body = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=0, global_pool="avg",
                              **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
-    if cfg.input == "npr" and cfg.arch != NPR_ARCH:  # npr_resnet has the prefix built in
-        with_npr_input(body)
+    for_input(body, cfg.input, cfg.arch)
     return BinaryDetector(body, body.num_features)
 
 

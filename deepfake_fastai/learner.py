@@ -31,11 +31,11 @@ from fastai.vision.learner import vision_learner
 
 from . import atomic, loaders
 from .callbacks import CPUAutocast, GridCrop, NonFiniteLoss, RandomDegrade, StopOnNonFinite, bf16_supported
-from .config import NPR_ARCH, TrainConfig
+from .config import TrainConfig
 from .data import Prepared
 from .loaders import loader_kwargs
 from .models import explain_weights_error, norm_stats, offline_weights_file, prepare_pretrained, timm_kwargs
-from .npr import with_npr_input
+from .npr import for_input
 
 log = logging.getLogger(__name__)
 TRAINING_ONLY_CBS = (CPUAutocast, GradientAccumulation, ChannelsLast, StopOnNonFinite)
@@ -120,8 +120,7 @@ def _recipe_learner(cfg: TrainConfig, prepared: Prepared, run_dir: Path | None):
     learn = vision_learner(dataloaders(cfg, prepared), cfg.arch, pretrained=cfg.pretrained, normalize=False,
                            opt_func=ADAMW, metrics=[accuracy, RocAucBinary()],
                            **timm_kwargs(cfg.arch, cfg.size, cfg.weights_file))
-    if cfg.input == "npr" and cfg.arch != NPR_ARCH:  # npr_resnet has the prefix built in
-        with_npr_input(learn.model[0].model)  # fastai's TimmBody holds the timm model
+    for_input(learn.model[0].model, cfg.input, cfg.arch)  # fastai's TimmBody holds the timm model
     return learn
 
 

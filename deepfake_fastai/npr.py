@@ -25,6 +25,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import Bottleneck
 from torch import nn
 
+from .config import NPR_ARCH
+
 NPR_SCALE = 2.0 / 3.0  # the reference code feeds NPR * 2/3 to the first convolution
 
 
@@ -58,6 +60,11 @@ def with_npr_input(model: nn.Module) -> nn.Module:
     if not isinstance(first, nn.Sequential) or not isinstance(first[0], NPRInput):
         setattr(parent, leaf, nn.Sequential(NPRInput(), first))
     return model
+
+
+def for_input(model: nn.Module, input: str, arch: str) -> nn.Module:
+    """``model`` as ``input`` asks: the NPR prefix for ``input: npr``, except on npr_resnet (built in)."""
+    return with_npr_input(model) if input == "npr" and arch != NPR_ARCH else model
 
 
 class NPRResNet(nn.Module):

@@ -129,3 +129,12 @@ def test_npr_cache_crops_large_images_instead_of_shrinking_them(tmp_path):
     assert cached.shape == (64, 64, 3) and np.array_equal(cached, pixels[12:76, 18:82])  # even corner, central
     assert cache_one(str(tmp_path / "big.png"), tmp_path / "shrunk.png", 64) is None
     assert Image.open(tmp_path / "shrunk.png").size == (64, 57)  # the default still shrinks
+
+
+def test_input_npr_on_npr_resnet_keeps_its_one_built_in_prefix():
+    from deepfake_fastai.npr import for_input
+
+    model = for_input(timm.create_model("npr_resnet", num_classes=0), "npr", "npr_resnet")
+    assert sum(isinstance(m, NPRInput) for m in model.modules()) == 1  # NPR of NPR would rescale the input
+    plain = for_input(timm.create_model("resnet18", num_classes=0), "rgb", "resnet18")
+    assert not any(isinstance(m, NPRInput) for m in plain.modules())
