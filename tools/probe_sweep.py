@@ -8,6 +8,7 @@ Prints one line per run: name, valid AUC, fit seconds, wall seconds. Same train(
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def main() -> None:
     for cfg in expand(sweep):
         if args.only and not any(s in cfg.run_name for s in args.only):
             continue
-        cfg = cfg.__class__(**{**cfg.__dict__, "runs_dir": args.runs_dir})
+        cfg = dataclasses.replace(cfg, runs_dir=args.runs_dir)
         start = time.perf_counter()
         try:
             m = run(cfg).metrics
