@@ -538,7 +538,7 @@ def build_cache(frame: pd.DataFrame, cache_dir: Path, max_px: int, workers: int 
     n = len(dests)
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
         errors = list(progress(pool.map(cache_one, frame.source, dests, [max_px] * n, [crop] * n),
-                               len(dests), f"caching {len(dests)} images at {max_px}px"))
+                               len(dests), f"caching {len(dests)} images at {max_px}px{' (crops)' if crop else ''}"))
     return frame.assign(path=[str(d) for d in dests], error=errors)
 
 
