@@ -54,6 +54,12 @@ class DataConfig:
     test_pct: float = 0.0  # fraction held out as a labelled test set, scored once after training and never
     # used to pick anything (the reference report's 70/15/15: valid_pct 0.15, test_pct 0.15)
     split_seed: int = 42  # seed of the one fixed split every run of this data set shares
+    group_from_name: str | None = None  # a regex whose first group, searched in each file's stem, is the image's
+    # group (e.g. "^([^_]+)_" for <video id>_<frame>_<face>.jpg): every split keeps a group on one side
+    group_col: str | None = None  # csv source: the column holding each image's group (video, identity, source)
+    folds: int = 0  # K >= 2: K-fold cross-validation (a run trains K models; its validation predictions are
+    # out-of-fold over every labelled image, its test predictions the mean of the K); 0: one fixed split
+    fold: int | None = None  # with folds: the one fold this run validates on (set by the fold runner per fold)
     difficulty: str = "default"  # synthetic: easy | default | hard
     synthetic_n: int = 2500  # synthetic: labelled images to generate
     synthetic_px: int = 64  # synthetic: image side, pixels
@@ -71,13 +77,28 @@ class DataConfig:
         need = {"folder": "path", "csv": "path", "kaggle_competition": "competition",
                 "kaggle_dataset": "dataset"}.get(self.source)
         if self.label_from_name is not None:
-            try:
-                if re.compile(self.label_from_name).groups < 1:
-                    raise ConfigError(f"data.label_from_name needs one (group) for the class: '{self.label_from_name}'")
-            except re.error as e:
-                raise ConfigError(f"data.label_from_name is not a valid regex: {e}") from None
+            _check_group_regex("data.label_from_name", self.label_from_name, "the class")
         if need and not getattr(self, need):
             raise ConfigError(f"data.source '{self.source}' needs data.{need}")
+        self._check_groups_and_folds()
+
+    def _check_groups_and_folds(self) -> None:
+        if self.group_from_name is not None:
+            _check_group_regex("data.group_from_name", self.group_from_name, "the group (e.g. the video id)")
+        if self.group_col is not None and self.source != "csv":
+            raise ConfigError(f"data.group_col is for data.source: csv; with a folder source use "
+                              f"data.group_from_name (a regex on the file name), got source '{self.source}'")
+        if self.group_col is not None and self.group_from_name is not None:
+            raise ConfigError("set data.group_col or data.group_from_name, not both")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"data.folds must be 0 (one fixed split) or a number of folds >= 2, got {self.folds}")
+        if self.fold is not None and not 0 <= self.fold < max(self.folds, 1):
+            raise ConfigError(f"data.fold must be in 0..{self.folds - 1} with data.folds {self.folds}, got "
+                              f"{self.fold}" if self.folds else "data.fold needs data.folds >= 2")
+
+    @property
+    def grouped(self) -> bool:
+        return self.group_from_name is not None or self.group_col is not None
 
 
 @dataclass(frozen=True)
@@ -154,15 +175,16 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """Run folder name derived from the config: <arch>_r<item>-<size>_<recipe>_s<seed>."""
+        """Run folder name derived from the config: <arch>_r<item>-<size>[_npr]_<recipe>_s<seed>[_k<folds>]."""
         if self.name:
             return self.name
+        folds = f"_k{self.data.folds}" if self.data.folds else ""  # K models: not comparable with a 1-split run
         if self.arch == TRACES_ARCH:  # no recipe; what varies between such runs is the EM and the classifier
             em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
-            return f"{self.arch}_r{self.item_resize_px}_{em}_s{self.seed}"
+            return f"{self.arch}_r{self.item_resize_px}_{em}_s{self.seed}{folds}"
         arch = self.arch.replace("/", "-").replace(".", "-")
         npr = "_npr" if self.input == "npr" else ""  # only when set, so existing run names stay as they were
-        return f"{arch}_r{self.item_resize_px}-{self.size}{npr}_{self.recipe}_s{self.seed}"
+        return f"{arch}_r{self.item_resize_px}-{self.size}{npr}_{self.recipe}_s{self.seed}{folds}"
 
 
 def _check_grid_settings(cfg: TrainConfig) -> None:
@@ -176,6 +198,14 @@ def _check_grid_settings(cfg: TrainConfig) -> None:
     if cfg.item_resize_px < cfg.size:
         raise ConfigError(f"{what} crops instead of resizing: item_resize_px ({cfg.item_resize_px}) below size "
                           f"({cfg.size}) would up-sample; drop item_resize_px or set it >= size")
+
+
+def _check_group_regex(key: str, pattern: str, what: str) -> None:
+    try:
+        if re.compile(pattern).groups < 1:
+            raise ConfigError(f"{key} needs one (group) for {what}: '{pattern}'")
+    except re.error as e:
+        raise ConfigError(f"{key} is not a valid regex: {e}") from None
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -25,6 +25,15 @@ from .config import DataConfig
 from .manifest import file_sha256
 from .netcheck import reachable
 from .progress import progress
+from .splits import (
+    DataError,
+    fixed_split,
+    report_mixed_groups,
+    split_name,
+    validation_of,
+    warn_if_names_suggest_groups,
+    with_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +44,6 @@ MIN_SIDE_PX = 8  # smaller images carry no generator traces worth learning (a 1x
 IMBALANCE_WARN = 0.1  # warn when the rarer class is under this share of the labelled images
 NEGATIVE_NAMES = {"real", "genuine", "authentic", "original", "pristine", "human", "natural", "0"}  # of 3+
 # classes, one of these is taken as the negative class the user meant (else the largest); the rest are strays
-
-
-class DataError(ValueError):
-    """The data cannot be used as configured; the message says which file and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,8 @@ def list_labelled(cfg: DataConfig, root: Path) -> pd.DataFrame:
             log.warning("folder(s) %s under %s hold no images: ignored; remove them, or move that class's images "
                         "there (a detector uses two classes)", unused, _labelled_dir(root))
     warn_if_imbalanced(frame)
+    if cfg.group_from_name:
+        frame = with_groups(frame, cfg, str(root))
     return frame.sort_values("id", ignore_index=True)
 
 
@@ -324,16 +331,24 @@ def _list_csv(cfg: DataConfig, csv_path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{csv_path}: the file is empty; it needs a header row ({cfg.fn_col},{cfg.label_col}) and "
                         f"one row per image") from None
-    missing = {cfg.fn_col, cfg.label_col} - set(table.columns)
+    missing = {cfg.fn_col, cfg.label_col, *([cfg.group_col] if cfg.group_col else [])} - set(table.columns)
     if missing:
-        raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}; set data.fn_col / data.label_col")
+        raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}; set data.fn_col / data.label_col"
+                        f"{' / data.group_col' if cfg.group_col else ''}")
     base = Path(cfg.images_dir).expanduser().resolve() if cfg.images_dir else csv_path.parent
     check_csv_rows(table, cfg.fn_col, cfg.label_col, base, csv_path)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "id": table[cfg.fn_col].values,
         "source": [str(base / f) for f in table[cfg.fn_col]],
         "label": table[cfg.label_col].values,
     })
+    if cfg.group_col:
+        blank = table[cfg.group_col].isna() | (table[cfg.group_col].str.strip() == "")
+        if blank.any():
+            raise DataError(f"{csv_path}: {int(blank.sum())} row(s) with an empty {cfg.group_col} (CSV lines "
+                            f"{list(table.index[blank][:5] + 2)}); give every image its group (e.g. its video)")
+        frame["group"] = table[cfg.group_col].values
+    return frame
 
 
 def check_csv_rows(table: pd.DataFrame, fn_col: str, label_col: str, base: Path, csv_path: Path) -> None:
@@ -550,70 +565,6 @@ def cache_name(image_id: str) -> str:
     return f"{image_id}.png"
 
 
-# ---------------------------------------------------------------- split
-
-
-def split_name(valid_pct: float, test_pct: float, seed: int) -> str:
-    """File name of a split: its parameters are in the name, so another split never reuses a stale file."""
-    return f"split_v{valid_pct * 100:g}_t{test_pct * 100:g}_s{seed}.csv"
-
-
-def fixed_split(frame: pd.DataFrame, split_file: Path, valid_pct: float, seed: int,
-                test_pct: float = 0.0) -> pd.DataFrame:
-    """Read the data set's split file, or make it once and write it: id, label, is_valid, is_test.
-
-    Stratified and seeded: the labelled test part (``test_pct``) is split off first, then validation from
-    the rest, with its share rescaled so the fractions are of the whole set (70/15/15 = 0.15, 0.15).
-    """
-    if split_file.exists():
-        split = pd.read_csv(split_file, dtype={"id": str, "label": str, "is_valid": bool, "is_test": bool})
-        _check_split_matches(split, frame, split_file)
-        return split
-    from sklearn.model_selection import train_test_split
-
-    rest, test_ids = frame, pd.Series([], dtype=str)
-    if test_pct:
-        rest, test = train_test_split(frame, test_size=test_pct, stratify=frame.label, random_state=seed)
-        test_ids = test.id
-    _, valid_ids = train_test_split(rest.id, test_size=valid_pct / (1.0 - test_pct), stratify=rest.label,
-                                    random_state=seed)
-    split = frame[["id", "label"]].assign(is_valid=frame.id.isin(set(valid_ids)),
-                                          is_test=frame.id.isin(set(test_ids)))
-    if test_pct:  # the test part first (a row moved into it leaves validation), then validation in the rest
-        split = every_class_on_both_sides(split, seed, "is_test")
-        split.loc[split.is_test, "is_valid"] = False
-        rest = ~split.is_test
-        split.loc[rest] = every_class_on_both_sides(split[rest], seed)
-    else:
-        split = every_class_on_both_sides(split, seed)
-    atomic.write_csv(split_file, split)
-    return split
-
-
-def every_class_on_both_sides(split: pd.DataFrame, seed: int, column: str = "is_valid") -> pd.DataFrame:
-    """Move one seeded image of a class missing from one side of ``column`` over (stratified rounding of a
-    rare class can leave validation without it, and then AUC is undefined)."""
-    split = split.copy()
-    rng = np.random.default_rng(seed)
-    for label in sorted(split.label.unique()):
-        for side in (True, False):
-            mine = split.label == label
-            if (mine & (split[column] == side)).any() or (mine & (split[column] != side)).sum() < 2:
-                continue
-            split.loc[rng.choice(split.index[mine & (split[column] != side)]), column] = side
-    return split
-
-
-def _check_split_matches(split: pd.DataFrame, frame: pd.DataFrame, split_file: Path) -> None:
-    new, gone = set(frame.id) - set(split.id), set(split.id) - set(frame.id)
-    if new or gone:
-        raise DataError(
-            f"the data changed since {split_file} was written ({len(new)} new, {len(gone)} missing images). "
-            f"Delete that file to make a new split; runs made with the old split cannot be ensembled "
-            f"with new ones."
-        )
-
-
 # ---------------------------------------------------------------- all together
 
 
@@ -623,8 +574,8 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
     root, key = resolve_root(cfg)
     labelled = list_labelled(cfg, root)
     store = Path(cfg.data_dir) / "cache" / key
-    split_file = store / split_name(cfg.valid_pct, cfg.test_pct, cfg.split_seed)
-    split = fixed_split(labelled, split_file, cfg.valid_pct, cfg.split_seed, cfg.test_pct)
+    split_file = store / split_name(cfg)
+    split = _split(labelled, split_file, cfg)
     listed_test = list_test(root)
     check_test_set(root, labelled, listed_test, store / "leaks.csv")
     if not crop:
@@ -640,13 +591,26 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
         first = cached.iloc[0]
         raise DataError(f"none of the {len(cached)} labelled images could be read, e.g. {first.source}: "
                         f"{first.error}. Check data.path (and data.images_dir for a CSV source).")
-    items = cached[cached.error.isna()].merge(split[["id", "is_valid", "is_test"]], on="id")
+    grouped = ["group"] if "group" in split.columns else []
+    split = split.assign(is_valid=validation_of(split, cfg))
+    items = cached[cached.error.isna()].drop(columns=grouped).merge(
+        split[["id", "is_valid", "is_test", *grouped]], on="id")
     negative = next(c for c in sorted(labelled.label.unique()) if c != cfg.positive_class)
-    return Prepared(key, items[~items.is_test][["id", "path", "label", "is_valid"]].reset_index(drop=True),
+    return Prepared(key, items[~items.is_test][["id", "path", "label", "is_valid", *grouped]].reset_index(drop=True),
                     test[test.error.isna()][["id", "path"]].reset_index(drop=True),
                     unseen[unseen.error.isna()][["id", "path", "label"]].reset_index(drop=True),
                     cfg.positive_class, negative, split_file, bad.reset_index(drop=True),
-                    items[items.is_test][["id", "path", "label"]].reset_index(drop=True), cache_dir)
+                    items[items.is_test][["id", "path", "label", *grouped]].reset_index(drop=True), cache_dir)
+
+
+def _split(labelled: pd.DataFrame, split_file: Path, cfg: DataConfig) -> pd.DataFrame:
+    """The fixed split, with what it tells about groups said once per run: images of both classes in one group,
+    or (no groups configured) file names that look like frames of one video on both sides."""
+    split = fixed_split(labelled, split_file, cfg)
+    if "group" in split.columns:
+        report_mixed_groups(split)
+    warn_if_names_suggest_groups(split, cfg)
+    return split
 
 
 def _report_bad(bad: pd.DataFrame, report: Path) -> None:

@@ -64,6 +64,9 @@ class RunError(ValueError):
     """A folder is not a complete, readable run; the message names the folder and why."""
 
 
+ID_COLUMNS = ("label", "group", "fold")  # beside the id in a labelled part's ids file, when known
+
+
 def ids_file(part: str) -> str:
     return f"{part}_ids.csv"
 
@@ -124,8 +127,9 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def write_part(run_dir: Path, part: str, frame: pd.DataFrame, probs: np.ndarray) -> None:
-    """A part's ids (with labels when the frame has them) and its probabilities of the positive class."""
-    columns = ["id", "label"] if "label" in frame.columns and part != "test" else ["id"]
+    """A part's ids (with labels, groups and folds when the frame has them) and its probabilities of the positive
+    class. Groups and folds go with the ids because the ensembler scores per group and selects across folds."""
+    columns = ["id", *(c for c in ID_COLUMNS if c in frame.columns and part != "test")]
     atomic.write_csv(run_dir / ids_file(part), frame[columns])
     atomic.write_with(run_dir / probs_file(part), lambda p: _save_npy(p, probs))
 

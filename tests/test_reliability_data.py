@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake_fastai import data
+from deepfake_fastai import data, splits
 from deepfake_fastai.config import DataConfig
 
 
@@ -163,7 +163,7 @@ def test_a_99_to_1_imbalance_is_warned_and_validation_keeps_both_classes(tmp_pat
         assert data.warn_if_imbalanced(frame) == 0.01
     assert "imbalanced {'real': 198, 'fake': 2} (99:1)" in caplog.text
     for seed in range(10):  # sklearn's stratified rounding gives the 2 fakes no validation slot for some seeds
-        split = data.fixed_split(frame, tmp_path / f"split{seed}.csv", valid_pct=0.2, seed=seed)
+        split = splits.fixed_split(frame, tmp_path / f"split{seed}.csv", DataConfig(valid_pct=0.2, split_seed=seed))
         for side in (True, False):
             assert set(split[split.is_valid == side].label) == {"real", "fake"}
 
