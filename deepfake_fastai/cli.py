@@ -144,6 +144,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--positive-class", help="class whose probability is predicted (default: fake)")
     g.add_argument("--label-from-name", metavar="REGEX",
                    help="folder source: class = first (group) of REGEX in each file stem, e.g. '(.)$' (last character)")
+    g.add_argument("--group-from-name", metavar="REGEX",
+                   help="group = first (group) of REGEX in each file stem, e.g. '^([^_]+)_' for <video>_<frame>.jpg: "
+                        "every split keeps a group (video, identity) on one side")
+    g.add_argument("--group-col", help="csv source: the column holding each image's group")
+    g.add_argument("--folds", type=int, help="K >= 2: K-fold cross-validation (K models, out-of-fold scores)")
     g.add_argument("--difficulty", choices=["easy", "default", "hard"], help="synthetic data difficulty")
     g.add_argument("--valid-pct", type=float, help="fraction held out for validation (default 0.2)")
     g.add_argument("--test-pct", type=float,
@@ -189,7 +194,7 @@ def _num_workers(text: str) -> int | str:
 def data_config(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     raw = dict(base or {})
     for key in ("source", "path", "competition", "dataset", "positive_class", "difficulty", "label_from_name",
-                "valid_pct", "test_pct"):
+                "valid_pct", "test_pct", "group_from_name", "group_col", "folds"):
         if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
     if "source" not in raw:  # the flag given implies the source: --competition x is a competition, not synthetic
@@ -221,9 +226,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     items = prepared.items
     print(f"data set {prepared.key}: {len(items)} labelled images, classes "
           f"{prepared.negative_class} / {prepared.positive_class} (positive)")
-    print(f"  train {int((~items.is_valid).sum())}, valid {int(items.is_valid.sum())}, "
+    folds = f" (fold 0 of {prepared_folds})" if (prepared_folds := data_config(args).folds) else ""
+    print(f"  train {int((~items.is_valid).sum())}, valid {int(items.is_valid.sum())}{folds}, "
           f"labelled test {len(prepared.labelled_test)}, unlabelled test {len(prepared.test)}, "
           f"skipped {len(prepared.bad_images)}")
+    if "group" in items.columns:
+        print(f"  groups: {items.group.nunique()} in train/valid, none on both sides")
     print(f"  split file: {prepared.split_file}")
     print(f"  cached images: {prepared.cache_dir}")
     return 0

@@ -55,7 +55,7 @@ class Run:
         """The exported fastai learner (imports fastai now; see deepfake_fastai.learner.load_learner)."""
         from .learner import load_learner
 
-        return load_learner(self.path / runfolder.LEARNER, cpu=cpu, trust=trust)
+        return load_learner(runfolder.learner_path(self.path), cpu=cpu, trust=trust)  # a K-fold run: fold 0's
 
 
 class RunStatus(NamedTuple):

@@ -360,8 +360,8 @@ def run_figures(run: Run, n_top: int = 12, n_per_class: int = 4,
 
 def _learner(run: Run):
     """The run's exported learner on the CPU (a missing file says so before torch is imported)."""
-    if not (run.path / runfolder.LEARNER).is_file():
-        raise FileNotFoundError(f"{run.path / runfolder.LEARNER} does not exist")
+    if not runfolder.learner_path(run.path).is_file():
+        raise FileNotFoundError(f"{runfolder.learner_path(run.path)} does not exist")
     return run.learner()
 
 

@@ -48,19 +48,23 @@ def degraded_copies(paths: list[Path], name: str, out_dir: Path) -> list[Path]:
 
 
 def evaluate(run_dir: Path, names: tuple[str, ...] = tuple(degrade.DEGRADATIONS)) -> dict[str, float]:
-    """AUC on clean and on each degraded copy of the validation set (plain predictions, no TTA)."""
+    """AUC on clean and on each degraded copy of the validation set (plain predictions, no TTA).
+
+    A K-fold run: each fold's model on its own validation fold, pooled (the out-of-fold AUC, degraded)."""
     run_dir = Path(run_dir)
-    predict = predictor(run_dir)
-    paths, y = validation_images(run_dir)
-
-    def auc(files: list[Path]) -> float:
-        return round(classification(y, predict(files))["auc"], 4)
-
-    table = {"clean": auc(paths)}
+    members = runfolder.fold_dirs(run_dir) or [run_dir]
+    labels, probs = [], {name: [] for name in ("clean", *names)}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            table[name] = auc(degraded_copies(paths, name, Path(tmp)))
-            log.info("%s: AUC %.4f", name, table[name])
+        for i, member in enumerate(members):
+            predict = predictor(member)
+            paths, y = validation_images(member)
+            labels.append(y)
+            probs["clean"].append(predict(paths))
+            for name in names:
+                probs[name].append(predict(degraded_copies(paths, name, Path(tmp) / str(i))))
+    y = np.concatenate(labels)
+    table = {name: round(classification(y, np.concatenate(p))["auc"], 4) for name, p in probs.items()}
+    log.info("robustness of %s: %s", run_dir.name, table)
     return table
 
 
@@ -76,7 +80,7 @@ def predictor(run_dir: Path) -> Callable[[list[Path]], np.ndarray]:
         return lambda files: traces.positive_probs(model, traces.featurise_paths(files, params, progress=False))
     from .learner import load_learner, positive_probs
 
-    learn = load_learner(run_dir / runfolder.LEARNER)
+    learn = load_learner(runfolder.learner_path(run_dir))
     positive = runfolder.read_metrics(run_dir)["positive_class"]
     plain = TrainConfig(tta_n=0)
 

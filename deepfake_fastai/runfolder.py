@@ -58,6 +58,25 @@ MUTABLE = {MANIFEST, METRICS, STATUS, TRAIN_LOG}  # rewritten after the run, or 
 # not in the manifest: plots/ is written by later stages (report); checkpoints/ carry their own SHA-256 in
 # last.json / best.json, which resume checks (hashing them again here cost a read of each, optimizer state too)
 LATER_DIRS = {PLOTS, CHECKPOINTS}
+FOLD_PREFIX = "fold_"  # a K-fold run's sub-runs: fold_0/ .. fold_<K-1>/, each a run folder with its own manifest
+
+
+def fold_name(k: int) -> str:
+    return f"{FOLD_PREFIX}{k}"
+
+
+def is_fold_dir(path: Path) -> bool:
+    """A fold sub-run of a K-fold run (fold_<k>/ beside the parent's config.yaml): never a run of its own in
+    listings, leaderboards or ensembles (the parent holds its out-of-fold predictions)."""
+    path = Path(path)
+    return path.name.startswith(FOLD_PREFIX) and path.name[len(FOLD_PREFIX):].isdigit() and \
+        (path.parent / CONFIG).is_file()
+
+
+def fold_dirs(run_dir: Path, found: dict[str, Any] | None = None) -> list[Path]:
+    """The fold sub-runs of a complete K-fold run (metrics.json's fold_runs), or [] for an ordinary run."""
+    found = read_metrics(run_dir) if found is None else found
+    return [Path(run_dir) / name for name in found.get("fold_runs", [])]
 
 
 class RunError(ValueError):
@@ -178,7 +197,8 @@ def build_manifest(run_dir: Path) -> dict[str, Any]:
     files = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(run_dir)
-        if rel.name in MUTABLE or rel.name.startswith(".") or rel.parts[0] in LATER_DIRS:
+        if rel.name in MUTABLE or rel.name.startswith(".") or rel.parts[0] in LATER_DIRS or \
+                (len(rel.parts) > 1 and is_fold_dir(run_dir / rel.parts[0])):
             continue
         files[rel.as_posix()] = file_sha256(path)
     return {"files": files}
@@ -258,7 +278,8 @@ def find_runs(folder: Path) -> list[Path]:
     folder = Path(folder)
     if (folder / METRICS).is_file():
         return [folder]
-    return sorted(p.parent for pattern in (f"*/{METRICS}", f"*/*/{METRICS}") for p in folder.glob(pattern))
+    found = (p.parent for pattern in (f"*/{METRICS}", f"*/*/{METRICS}") for p in folder.glob(pattern))
+    return sorted(p for p in found if not is_fold_dir(p))
 
 
 def has_part(run_dir: Path, part: str) -> bool:
@@ -309,6 +330,13 @@ def model_path(run_dir: Path, found: dict[str, Any] | None = None) -> Path:
     """The run's learner.pkl, or the file metrics.json names as its model (em_traces: model.pkl)."""
     found = read_metrics(run_dir) if found is None and (Path(run_dir) / METRICS).is_file() else (found or {})
     return Path(run_dir) / found.get("model_file", LEARNER)
+
+
+def learner_path(run_dir: Path) -> Path:
+    """The run's exported fastai learner; for a K-fold run, fold 0's (each fold's is in its own folder)."""
+    found = read_metrics(run_dir) if is_complete(run_dir) else {}
+    folds = fold_dirs(run_dir, found)
+    return (folds[0] if folds else Path(run_dir)) / LEARNER
 
 
 def cache_dir(run_dir: Path, found: dict[str, Any] | None = None) -> Path:

@@ -132,13 +132,14 @@ def leaderboard_rows(results: list[dict[str, Any]], metric: str) -> list[dict[st
 
 
 LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "input", "item_resize_px", "size", "epochs",
-                       "auc", "accuracy", "log_loss", "test_auc", "test_accuracy", "fit_time_s", "wall_time_s",
-                       "images_per_s", "precision_mode", "note", "error"]
+                       "auc", "accuracy", "log_loss", "folds", "auc_fold_std", "group_auc", "test_auc",
+                       "test_accuracy", "fit_time_s", "wall_time_s", "images_per_s", "precision_mode", "note", "error"]
 
 
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     """A fixed-width leaderboard for the terminal."""
-    cols = ["rank", "run", "status", metric, "accuracy", "wall_time_s", "images_per_s", "note"]
+    extra = [c for c in ("auc_fold_std", "group_auc") if any(r.get(c) is not None for r in rows)]  # folds, groups
+    cols = ["rank", "run", "status", metric, *extra, "accuracy", "wall_time_s", "images_per_s", "note"]
     cols = list(dict.fromkeys(cols))
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]

@@ -491,3 +491,33 @@ def ensure_synthetic(spec: SyntheticSpec, data_dir: Path = Path("data"), workers
         log.info("reusing synthetic data set %s", root)
         return root
     return generate(spec, root, workers=workers)
+
+
+# ---------------------------------------------------------------------------------------------- "videos"
+def write_videos(root: Path, n_videos: int = 40, frames: int = 8, image_px: int = 48, a_up: float = 1.0,
+                 a_blur: float = 0.3, seed: int = 0) -> Path:
+    """A frame data set like DFDC face crops: ``<label>/<video id>_<frame>_0.png``, half the videos fake.
+
+    Each video is one photo crop seen through small shifts (frames), with its own colour cast, so frames of one
+    video look alike and unlike other videos; a fake video's frames carry the generator trace (make_fake with
+    ``a_up``/``a_blur``). A model can score well on a random split by recognising videos: what group splits
+    (data.group_from_name: '^([a-z]+)_') are for. Lossless PNGs, so the trace is not re-compressed away.
+    """
+    root = Path(root)
+    shift = 8
+    for v in range(n_videos):
+        rng = np.random.default_rng([seed, v, 17])
+        label = "fake" if v % 2 else "real"
+        video = "".join(chr(ord("a") + c) for c in rng.integers(0, 26, 12))
+        source = sample_crop(rng, image_px + shift) * rng.uniform(0.7, 1.3, 3)
+        kernels = kernel_set(seed, "tconv4", v % 4)
+        for f in range(frames):
+            top, left = rng.integers(0, shift + 1, 2)
+            x = source[top: top + image_px, left: left + image_px]
+            if label == "fake":
+                x = make_fake(x, "tconv4", kernels, a_up, a_blur)
+            x = x + rng.normal(0.0, 2.0, x.shape)
+            dest = root / label / f"{video}_{f}_0.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8)).save(dest)
+    return root

@@ -51,7 +51,7 @@ def run(cfg: TrainConfig) -> RunResult:
     runfolder.start(run_dir, cfg)
     handler = _attach_log(run_dir / runfolder.TRAIN_LOG)
     try:
-        result = _train_steps(cfg, run_dir)
+        result = _run_folds(cfg, run_dir) if cfg.data.folds and cfg.data.fold is None else _train_steps(cfg, run_dir)
     except BaseException as e:
         runfolder.record_failure(run_dir, e)
         raise
@@ -59,6 +59,18 @@ def run(cfg: TrainConfig) -> RunResult:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return result
+
+
+def _run_folds(cfg: TrainConfig, run_dir: Path) -> RunResult:
+    """K-fold: one ordinary run per fold in ``fold_<k>/`` (each skipped when complete, so a killed run redoes only
+    the fold it was in), then the out-of-fold predictions and the mean test predictions at the top (folds.py)."""
+    from . import folds
+
+    fold_dirs = []
+    for k in range(cfg.data.folds):
+        log.info("%s: fold %d of %d", cfg.run_name, k + 1, cfg.data.folds)
+        fold_dirs.append(run(folds.fold_config(cfg, k, run_dir)).run_dir)
+    return folds.combine(cfg, run_dir, fold_dirs)
 
 
 def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
