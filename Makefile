@@ -52,7 +52,7 @@ test: $(STAMP)  ## the test suite CI runs (minutes on 2 cores)
 test-all: $(STAMP)  ## every test, including the slow trainings
 	$(PY) -m pytest --durations=15 $(ARGS)
 
-bench: $(STAMP)  ## speed benchmarks (~15 min on 2 cores) into BENCHMARKS.md's generated block; ARGS=--quick: ~3 min, runs/bench-quick.md
+bench: $(STAMP)  ## speed benchmarks (~15 min on 2 cores) into BENCHMARKS.md's generated block; ARGS=--quick: ~3 min, runs/bench-quick.md; ARGS=--loops-only: table 1 alone
 	$(PY) -m benchmarks.bench $(ARGS)
 
 bench-gpu: $(STAMP)  ## one-command GPU check (~5-8 min on one H200): OOM retry, train() vs AMP loop, fp16 end to end

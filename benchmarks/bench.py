@@ -3,7 +3,8 @@
 ``make bench`` (``python -m benchmarks.bench``) measures everything below and rewrites only the generated
 block of BENCHMARKS.md (between ``<!-- bench:start -->`` and ``<!-- bench:end -->``, appended if absent);
 ``--quick`` (``make bench ARGS=--quick``) runs a small version into ``runs/bench-quick.md`` instead, so a
-development run never replaces the real numbers. ``--out`` writes elsewhere.
+development run never replaces the real numbers. ``--out`` writes elsewhere. ``--loops-only`` measures
+section 1 alone (the train() / plain loop ratios, ~4 min) into ``runs/bench-loops.md``, same block format.
 
 What is timed in the training measurements: steady-state training batches only. A clock stamps the end of
 every training batch (after the optimizer step and every callback's ``after_batch``); the window starts at
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUICK_OUT = Path("runs/bench-quick.md")
+LOOPS_OUT = Path("runs/bench-loops.md")
 
 
 @dataclass(frozen=True)
@@ -502,6 +504,18 @@ def measure_gpu(s: BenchSettings, tmp: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- all together
 
 
+def run_loops(s: BenchSettings, tmp: Path) -> dict[str, Any]:
+    """Section 1 alone (train() / plain loop / stock fastai); render() leaves out the sections not measured."""
+    from deepfake_fastai import learner
+
+    threads = learner.set_threads()
+    start = time.perf_counter()
+    _warm_up(s)
+    loops = [measure_train_loop(s, tmp, arch, px) for arch, px in s.train_models]
+    return {"machine": machine(threads), "loops": loops, "settings": dataclasses.asdict(s),
+            "wall_s": time.perf_counter() - start}
+
+
 def run_all(s: BenchSettings, tmp: Path) -> dict[str, Any]:
     """Every measurement, in order; the numbers only (render() makes the Markdown)."""
     from deepfake_fastai import learner
@@ -582,9 +596,11 @@ def render(results: dict[str, Any], command: str, notes: str = "") -> str:
              f"pair, then the median. Batch {st['bs']}. Training figures are steady-state batches only: "
              f"{st['warmup_batches']} warm-up batch(es) excluded, {st['timed_batches']} timed per repeat (see "
              f"benchmarks/bench.py for what a batch includes).", ""]
-    for part in (_render_loops, _render_pipeline, _render_cache, _render_sweep, _render_tta, _render_scaling,
-                 _render_gpu):
-        lines += part(results) + [""]
+    parts = {"loops": _render_loops, "pipeline": _render_pipeline, "cache": _render_cache, "sweep": _render_sweep,
+             "tta": _render_tta, "scaling": _render_scaling, "gpu": _render_gpu}
+    for key, part in parts.items():
+        if key in results:  # --loops-only measures section 1 alone
+            lines += part(results) + [""]
     if notes:
         lines += ["### Notes", "", notes.strip(), ""]
     return "\n".join(lines + [END])
@@ -697,24 +713,46 @@ def write_block(path: Path, block: str) -> Path:
 # ---------------------------------------------------------------- command line
 
 
+def _models(text: str) -> tuple[tuple[str, int], ...]:
+    """'resnet18@64,resnet50@128' -> (("resnet18", 64), ("resnet50", 128))."""
+    try:
+        return tuple((arch, int(px)) for arch, px in (m.split("@") for m in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--models wants ARCH@PX[,ARCH@PX...], e.g. resnet18@64: {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None, settings: BenchSettings | None = None) -> Path:
     """``python -m benchmarks.bench [--quick] [--out FILE]``; returns the file written."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"small sizes (~3 min); writes {QUICK_OUT} by default")
     parser.add_argument("--out", type=Path, help="file whose generated block to rewrite (default BENCHMARKS.md)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="re-render saved results (no measuring)")
+    parser.add_argument("--loops-only", action="store_true",
+                        help=f"section 1 alone (train() / plain loop, ~4 min); writes {LOOPS_OUT} by default")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats per variant (default: the settings')")
+    parser.add_argument("--models", type=_models, metavar="ARCH@PX,...",
+                        help="section 1's models, e.g. resnet18@64,resnet50@128 (default: the settings')")
     args = parser.parse_args(argv)
     s = settings or (QUICK if args.quick else BenchSettings())
-    out = args.out or (QUICK_OUT if args.quick else Path("BENCHMARKS.md"))
+    if args.repeats:
+        s = dataclasses.replace(s, repeats=args.repeats)
+    if args.models:
+        s = dataclasses.replace(s, train_models=args.models)
+    partial = args.quick or args.loops_only  # never replaces the full block of BENCHMARKS.md by default
+    out = args.out or (QUICK_OUT if args.quick else LOOPS_OUT if args.loops_only else Path("BENCHMARKS.md"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "make bench" + (" ARGS=--quick" if args.quick else "")
+    flags = [f for f, on in (("--quick", args.quick), ("--loops-only", args.loops_only),
+                             (f"--repeats {args.repeats}", args.repeats),
+                             (f"--models {','.join(f'{a}@{px}' for a, px in s.train_models)}", args.models)) if on]
+    command = "make bench" + (f" ARGS='{' '.join(flags)}'" if len(flags) > 1 else f" ARGS={flags[0]}" if flags else "")
     if args.render:
         results = json.loads(args.render.read_text())
     else:
+        measure = run_loops if args.loops_only else run_all
         with tempfile.TemporaryDirectory(prefix="dff-bench-") as tmp, contextlib.redirect_stdout(io.StringIO()):
-            results = run_all(s, Path(tmp))  # stdout: fastai's progress bars; the log says what is measured
+            results = measure(s, Path(tmp))  # stdout: fastai's progress bars; the log says what is measured
         atomic.write_json(out.with_name(f".{out.stem}.bench.json"), results)  # for --render (git-ignored)
-    block = render(results, command, NOTES if not args.quick else "")
+    block = render(results, command, NOTES if not partial else "")
     write_block(out, block)
     log.info("wrote %s (%.1f min)", out, results["wall_s"] / 60)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -48,3 +49,32 @@ def test_quick_harness_writes_a_well_formed_block(tmp_path):
     assert all(math.isfinite(r) and r > 0 for r in ratios)
     assert re.search(r"TTA / plain \| [0-9.]+", block)
     assert re.search(r"overhead / quickstart training time \| [0-9.]+", block)
+
+
+def test_loops_only_writes_section_1_alone(tmp_path):
+    out = tmp_path / "loops.md"
+    bench.main(["--loops-only", "--repeats", "1", "--models", "resnet18@32", "--out", str(out)], settings=TINY)
+    block = out.read_text()
+    assert "### 1." in block and "### 2." not in block and "### Notes" not in block
+    assert "ARGS='--loops-only --repeats 1 --models resnet18@32'" in block
+    assert len(re.findall(r"(?:met|\*\*not met\*\*) \|", block)) == 2  # one row: vs plain, vs stock
+
+
+def test_models_option_parses_arch_at_px():
+    assert bench._models("resnet18@64,resnet50@128") == (("resnet18", 64), ("resnet50", 128))
+    with pytest.raises(argparse.ArgumentTypeError, match="ARCH@PX"):
+        bench._models("resnet18")
+
+
+def test_profile_phases_split_a_batch_at_its_stamps():
+    from benchmarks import profile_loop
+
+    def batch(t0):
+        evs = [f"{e}:{w}" for e in profile_loop.EVENTS for w in ("first", "last")]
+        return [(e, t0 + i) for i, e in enumerate(evs)]  # 1 s between consecutive stamps
+
+    rows = profile_loop.batches_by_phase(batch(0) + batch(100), warmup=1, phases=profile_loop.PHASES)
+    assert len(rows) == 1  # the warm-up batch is left out
+    assert rows[0]["data: DataLoader fetch, to device, split"] == 85  # end of batch 1 (t=15) to t=100
+    assert rows[0]["forward"] == rows[0]["backward"] == rows[0]["optimizer step"] == 1
+    assert sum(rows[0].values()) == 100
