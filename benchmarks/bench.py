@@ -776,7 +776,9 @@ Toolkit changes these numbers led to (before -> after, measured on this box, 202
 Targets not met, and why:
 - train() / plain at 0.95 for resnet18 @64 (0.91) and resnet50 @128 (0.88): the profile above leaves ~1 % to
   the loop, and the spreads (up to 0.97 and 0.99) overlap the target: on this shared box a resnet50 repeat
-  moved between 22 and 39 img/s. Not met in the median; rerun on a quiet machine before changing code.
+  moved between 22 and 39 img/s. Rerun on a quiet 2-core EPYC (2026-12-06, `--loops-only --repeats 5`): 1.05 and
+  0.98 / 1.01 and 1.02 in two runs; a per-phase profile (benchmarks/profile_loop.py) puts fastai's own per-batch
+  cost at 1.5 % / 0.4 %: the rest is forward/backward noise (BENCHMARKS.md, issue 17 section).
 - train() / stock fp32 at 1.5x: resnet18 @64 (1.08) trains fp32 on purpose (`precision: auto`,
   learner.BF16_MIN_PX): at 64 px bf16 was no faster here (plain loop: bf16 86.9, bf16 + channels_last 100.6,
   fp32 93.5 img/s: the casts cost what the smaller matmuls save), so only the optimizer's gain remains; 1.5x at
