@@ -371,7 +371,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         expected = submit.expected_from_ids(source, *classes, _format_overrides(args))
     ids, probs, per_group = result.test_ids, result.test_probs, {}
     if pattern:
-        ids, probs = ensemble.group_probs(result.test_ids, result.test_probs, pattern)
+        ids, probs = ensemble.group_probs(result.test_ids, result.test_probs, pattern, result.fallback_ids)
         per_group = {"per_group": {"group_from_name": pattern, "n_groups": len(ids), "n_images": len(result.test_ids),
                                    "prob": "mean of the group's images' submitted probabilities"}}
         print(f"\nper group: {len(result.test_ids)} test images -> {len(ids)} groups by '{pattern}'")

@@ -604,9 +604,12 @@ def group_rule(run_dirs: Sequence[Path]) -> str:
     return patterns[0]
 
 
-def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str,
+                fallback: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """One row per group of the test images (``splits.name_groups`` with ``pattern``): (groups, the mean of each
-    group's image probabilities), groups sorted. Refuses test images the pattern does not match."""
+    group's image probabilities), groups sorted. ``fallback`` images (undecodable, given FALLBACK_PROB) count only
+    in a group that has no other image: a prior would only pull a video's real predictions toward 0.5. Refuses
+    test images the pattern does not match."""
     from .splits import name_groups
 
     groups = name_groups(list(test_ids), pattern)
@@ -614,8 +617,11 @@ def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str) -
     if unmatched:
         raise EnsembleError(f"--per-group: {len(unmatched)} test image(s) do not match data.group_from_name "
                             f"'{pattern}' (e.g. {unmatched[:SHOW]}); fix the pattern or the file names")
-    means = pd.DataFrame({"group": groups, "prob": np.asarray(test_probs, dtype=float)}).groupby(
-        "group", sort=True).prob.mean()
+    frame = pd.DataFrame({"group": groups, "prob": np.asarray(test_probs, dtype=float),
+                          "predicted": ~np.isin(np.asarray(test_ids, dtype=object), list(fallback))})
+    predicted_groups = set(frame.group[frame.predicted])
+    kept = frame[frame.predicted | ~frame.group.isin(predicted_groups)]
+    means = kept.groupby("group", sort=True).prob.mean()
     return means.index.to_numpy(dtype=object), means.to_numpy()
 
 

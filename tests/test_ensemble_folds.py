@@ -191,6 +191,9 @@ def test_per_group_needs_a_sample_submission(tmp_path: Path):
 def test_group_probs_refuses_unmatched_test_names():
     groups, probs = E.group_probs(["a_1", "a_2", "b_1"], np.array([0.2, 0.4, 0.9]), GROUP_RULE)
     assert list(groups) == ["a", "b"] and np.allclose(probs, [0.3, 0.9])
+    # an undecodable frame (fallback 0.5) counts only where its video has no other frame
+    groups, probs = E.group_probs(["a_1", "a_2", "b_1"], np.array([0.2, 0.5, 0.5]), GROUP_RULE, ("a_2", "b_1"))
+    assert list(groups) == ["a", "b"] and np.allclose(probs, [0.2, 0.5])
     with pytest.raises(E.EnsembleError, match="do not match"):
         E.group_probs(["a_1", "nonumber"], np.array([0.2, 0.4]), GROUP_RULE)
 
