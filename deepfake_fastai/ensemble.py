@@ -677,6 +677,9 @@ def summary_lines(result: EnsembleResult) -> list[str]:
     else:
         lines.append("held-out half: chosen on one half of the validation set, scored on the other (mean of both "
                      "ways)")
+    if result.calibration:
+        lines.append(f"{head}: the ensemble as submitted (temperature fitted on the selection rows, clip); all rows: "
+                     f"the combined probabilities before either")
     if lt:
         lines.append(f"labelled test: the split's {lt['n']} test images, never used to choose runs or weights")
     lines += _group_lines(result) + _calibration_lines(result)
