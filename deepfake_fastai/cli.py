@@ -316,6 +316,14 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="comma-separated weights, one per run, in the order the runs are listed")
     p.add_argument("--iterations", type=int, default=50, help="greedy selection steps (bag size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out validation halves")
+    p.add_argument("--per-group", action="store_true",
+                   help="one submission row per group (video): the mean of its test images' probabilities; "
+                        "groups from the runs' data.group_from_name, ids matched to the sample submission's by stem")
+    p.add_argument("--clip", type=float, metavar="EPS",
+                   help="clip the submitted probabilities to [EPS, 1-EPS] (log-loss competitions); default: none")
+    p.add_argument("--calibrate", action="store_true",
+                   help="temperature-scale the submitted probabilities (one T fitted on the validation / "
+                        "out-of-fold predictions by log loss)")
     p.add_argument("--name", help="submission name (default: the method)")
     p.add_argument("--competition", help="Kaggle competition slug recorded for `submit`")
     p.add_argument("--out-dir", type=Path, help="submissions folder (default submissions/)")
@@ -346,10 +354,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     runs = ensemble.load_runs(run_dirs)
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     method = args.method or ("weighted" if weights else "greedy")
-    result = ensemble.build(runs, method, args.metric, weights, args.iterations, args.seed)
+    pattern = ensemble.group_rule(run_dirs) if args.per_group else None  # before the work: a missing rule fails fast
+    result = ensemble.build(runs, method, args.metric, weights, args.iterations, args.seed, args.calibrate,
+                            args.clip)
     test_folder = submit.find_test_folder(run_dirs)  # the ids to cover: every test file, decodable or not
     result = ensemble.cover(result, submit.read_test_ids(test_folder)) if test_folder else result
-    print(f"{len(runs)} runs, {len(result.valid_ids)} validation and {len(result.test_ids)} test images\n")
+    folds = f" ({len(set(result.valid_folds))}-fold, out-of-fold)" if result.valid_folds is not None else ""
+    print(f"{len(runs)} runs, {len(result.valid_ids)} validation{folds} and {len(result.test_ids)} test images\n")
     print("\n".join(ensemble.summary_lines(result)))
     _warn_fallback(result, runs[0].metrics)
     if not len(result.test_ids):
@@ -359,12 +370,22 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     sample = args.sample_submission or submit.find_sample_submission(run_dirs)
     if sample:
         expected = submit.expected_from_sample(sample, *classes, _format_overrides(args))
+    elif pattern:
+        raise FileNotFoundError("--per-group needs the competition's sample_submission.csv (its ids are the groups, "
+                                "e.g. videos): pass --sample-submission")
     else:
         source = test_folder or run_dirs[0] / runfolder.ids_file("test")
         print(f"\nno sample_submission.csv found: format from the flags, ids from {source}")
         expected = submit.expected_from_ids(source, *classes, _format_overrides(args))
-    frame = submit.make_frame(result.test_ids, result.test_probs, expected.fmt, classes, expected.ids)
-    record = {**ensemble.to_record(result), "competition": args.competition or submit.competition_of(run_dirs)}
+    ids, probs, per_group = result.test_ids, result.test_probs, {}
+    if pattern:
+        ids, probs = ensemble.group_probs(result.test_ids, result.test_probs, pattern, result.fallback_ids)
+        per_group = {"per_group": {"group_from_name": pattern, "n_groups": len(ids), "n_images": len(result.test_ids),
+                                   "prob": "mean of the group's images' submitted probabilities"}}
+        print(f"\nper group: {len(result.test_ids)} test images -> {len(ids)} groups by '{pattern}'")
+    frame = submit.make_frame(ids, probs, expected.fmt, classes, expected.ids)
+    record = {**ensemble.to_record(result), **per_group,
+              "competition": args.competition or submit.competition_of(run_dirs)}
     extras = {submit.PROBS_SUFFIX: submit.to_csv_bytes(ensemble.probs_frame(result))}
     path = submit.write_submission(frame, expected, record, args.out_dir, args.name or method, extras)
     fmt = expected.fmt

@@ -9,7 +9,14 @@ Methods (``METHODS``):
             never scores below the best single run on the data it selected on
 
 Selecting on the validation set flatters the selected ensemble, so ``build`` also scores it honestly: select
-on one stratified half of the validation set, score on the other half, and the other way round.
+on one stratified half of the validation set, score on the other half, and the other way round. K-fold runs
+(their validation ids carry a ``fold`` column: out-of-fold predictions of every labelled image) are scored
+across folds instead: for each fold, select on the other folds and predict its rows; the pooled score of these
+out-of-selection predictions is the honest one, with the per-fold spread beside it.
+
+With groups (a ``group`` column: the video of each frame) the scores add group-level ones (a group's
+probability is the mean of its images'). For log-loss competitions the submitted probabilities can be
+temperature-scaled (one T fitted on the validation / out-of-fold rows) and clipped.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ class RunPredictions:
     ltest_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     y_ltest: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
     ltest_probs: np.ndarray = field(default_factory=lambda: np.array([]))
+    valid_groups: np.ndarray | None = None  # str: each validation row's group (video), when groups are configured
+    valid_folds: np.ndarray | None = None  # int: each validation row's fold, for K-fold (out-of-fold) runs
+    ltest_groups: np.ndarray | None = None  # str: the labelled test part's groups
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,17 +84,20 @@ class EnsembleResult:
     weights: tuple[float, ...]  # one per candidate run, summing to 1
     valid_ids: np.ndarray
     y_valid: np.ndarray
-    valid_probs: np.ndarray
+    valid_probs: np.ndarray  # the combined validation probabilities, before temperature and clip
     test_ids: np.ndarray
-    test_probs: np.ndarray
+    test_probs: np.ndarray  # what is submitted: combined, then temperature-scaled and clipped when asked
     positive_class: str
     negative_class: str
     scores: dict[str, Any]  # ensemble / plain_mean / best_single metric dicts, per-run scores (full valid set)
-    holdout: dict[str, Any]  # select on one half, score on the other (see honest_scores)
+    holdout: dict[str, Any]  # select on one half (or the other folds), score on the rest (see honest_scores)
     trace: tuple[float, ...] = ()  # greedy: the bag's score after each step
     labelled_test: dict[str, Any] = field(default_factory=dict)  # ensemble / plain_mean / best_single on the
     # split's labelled test part, when every run has it (weights chosen on validation only)
     fallback_ids: tuple[str, ...] = ()  # test ids no run could predict (undecodable images): FALLBACK_PROB
+    valid_groups: np.ndarray | None = None
+    valid_folds: np.ndarray | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)  # temperature, clip and validation log losses
 
     @property
     def members(self) -> dict[str, float]:
@@ -138,13 +151,30 @@ def load_run(run_dir: Path, name: str | None = None) -> RunPredictions:
     except runfolder.RunError as e:
         raise EnsembleError(str(e)) from None
     held = dict(ltest_ids=ltest["id"].to_numpy(), y_ltest=ltest["y"].to_numpy(),
-                ltest_probs=ltest["prob"].to_numpy()) if len(ltest) else {}
+                ltest_probs=ltest["prob"].to_numpy(), ltest_groups=_column(ltest, "group")) if len(ltest) else {}
     return RunPredictions(
         name=name or run_dir.name, run_dir=run_dir,
         valid_ids=valid["id"].to_numpy(), y_valid=valid["y"].to_numpy(), valid_probs=valid["prob"].to_numpy(),
         test_ids=test["id"].to_numpy(), test_probs=test["prob"].to_numpy(),
-        positive_class=positive, negative_class=str(info.get("negative_class", "")), metrics=info, **held,
+        positive_class=positive, negative_class=str(info.get("negative_class", "")), metrics=info,
+        valid_groups=_column(valid, "group"), valid_folds=_folds_of(valid, run_dir), **held,
     )
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    return frame[name].to_numpy() if name in frame.columns else None
+
+
+def _folds_of(valid: pd.DataFrame, run_dir: Path) -> np.ndarray | None:
+    """The validation rows' fold numbers (a K-fold run's out-of-fold layout), or None for a single split."""
+    if "fold" not in valid.columns:
+        return None
+    try:
+        folds = valid["fold"].astype(int).to_numpy()
+    except ValueError:
+        raise EnsembleError(f"{run_dir / runfolder.ids_file('valid')}: its fold column holds non-integers; the run "
+                            f"folder is damaged: rerun the run") from None
+    return folds if len(np.unique(folds)) > 1 else None  # one fold's model (fold_<j>/): a single split
 
 
 def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
@@ -184,6 +214,7 @@ def align(runs: Sequence[RunPredictions]) -> list[RunPredictions]:
     for run in runs[1:]:
         if run.positive_class != ref.positive_class:
             raise EnsembleError(f"{run.name} predicts '{run.positive_class}', {ref.name} '{ref.positive_class}'")
+        _check_same_kind(ref, run)
         v = _order(ref.valid_ids, run.valid_ids, "validation", ref.name, run.name)
         t = _order(ref.test_ids, run.test_ids, "test", ref.name, run.name)
         y, vp = (run.y_valid, run.valid_probs) if v is None else (run.y_valid[v], run.valid_probs[v])
@@ -192,10 +223,46 @@ def align(runs: Sequence[RunPredictions]) -> list[RunPredictions]:
         tp = run.test_probs if t is None else run.test_probs[t]
         lt = _order(ref.ltest_ids, run.ltest_ids, "labelled test", ref.name, run.name)
         lp = run.ltest_probs if lt is None else run.ltest_probs[lt]
+        _check_same_folds(ref, run, v)
         out.append(RunPredictions(run.name, run.run_dir, ref.valid_ids, ref.y_valid, vp, ref.test_ids, tp,
                                   run.positive_class, run.negative_class, run.metrics,
-                                  ref.ltest_ids, ref.y_ltest, lp))
+                                  ref.ltest_ids, ref.y_ltest, lp, _reordered(run.valid_groups, v),
+                                  ref.valid_folds, _reordered(run.ltest_groups, lt)))
     return out
+
+
+def _reordered(values: np.ndarray | None, order: np.ndarray | None) -> np.ndarray | None:
+    return values if values is None or order is None else values[order]
+
+
+FOLD_FIX = ("make every run of an ensemble with one split file (the same data.folds, data.split_seed and group "
+            "rule: the runs of one sweep share it), or ensemble the two kinds separately")
+
+
+def _check_same_kind(ref: RunPredictions, run: RunPredictions) -> None:
+    """Refuse K-fold runs (out-of-fold validation over every labelled image) mixed with single-split runs: their
+    validation rows are not the same images, and a fold run's rows come from K models."""
+    if (ref.valid_folds is None) == (run.valid_folds is None):
+        return
+    folded, single = (ref, run) if run.valid_folds is None else (run, ref)
+    k = len(np.unique(folded.valid_folds))
+    raise EnsembleError(f"{folded.name} is a {k}-fold run (out-of-fold predictions of every labelled image) and "
+                        f"{single.name} a single-split run (one validation part): they cannot be ensembled "
+                        f"together; {FOLD_FIX}")
+
+
+def _check_same_folds(ref: RunPredictions, run: RunPredictions, order: np.ndarray | None) -> None:
+    """Refuse fold runs whose folds cut the same images differently: selecting on "the other folds" would then
+    select on rows some run predicted with a model that had trained on them."""
+    if ref.valid_folds is None:
+        return
+    folds = _reordered(run.valid_folds, order)
+    moved = np.flatnonzero(folds != ref.valid_folds)
+    if not len(moved):
+        return
+    shown = ", ".join(f"{ref.valid_ids[i]} (fold {ref.valid_folds[i]} vs {folds[i]})" for i in moved[:SHOW])
+    raise EnsembleError(f"{run.name} and {ref.name} have different fold layouts: {len(moved)} of "
+                        f"{len(ref.valid_ids)} images are in another fold (first: {shown}); {FOLD_FIX}")
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -319,36 +386,95 @@ def halves(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[0::2]), np.sort(order[1::2])
 
 
+@dataclass(frozen=True)
+class PostProcess:
+    """What happens to the ensemble's probabilities before they are submitted (for log-loss competitions):
+    temperature scaling fitted on labelled rows, then clipping to [clip, 1 - clip]."""
+
+    calibrate: bool = False
+    clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.clip is not None and not 0 < self.clip < 0.5:
+            raise EnsembleError(f"clip {self.clip}: give a number in (0, 0.5), e.g. 1e-3 (probabilities are "
+                                f"clipped to [clip, 1 - clip])")
+
+    def fit(self, y: np.ndarray, p: np.ndarray) -> float | None:
+        """The temperature fitted on (y, p), or None without calibration."""
+        return metrics.fit_temperature(y, p) if self.calibrate else None
+
+    def apply(self, p: np.ndarray, temperature: float | None) -> np.ndarray:
+        p = metrics.apply_temperature(p, temperature) if temperature is not None else np.asarray(p, dtype=float)
+        return np.clip(p, self.clip, 1 - self.clip) if self.clip else p
+
+
 def _fold(method: str, metric: str, y: np.ndarray, probs: np.ndarray, select: np.ndarray, held: np.ndarray,
-          weights: Sequence[float] | None, iterations: int) -> dict[str, float]:
-    """Select on rows ``select``, score on rows ``held``: ensemble, best single (picked on select), mean."""
+          weights: Sequence[float] | None, iterations: int,
+          post: PostProcess) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Select on rows ``select`` (weights, best single run, temperature), score on rows ``held``.
+
+    Returns the scores (ensemble, best single, plain mean on ``held``; ensemble and best single on ``select``)
+    and the ensemble's and the chosen single run's predictions of every row.
+    """
     w, _ = fit_weights(method, metric, y[select], probs[:, select], weights, iterations)
+    # combined over every row: rank averaging then ranks all rows on one scale (ranks use no labels), so the
+    # predictions of different folds can be pooled
+    combined = combine(method, probs, w)
+    temperature = post.fit(y[select], combined[select])
+    pred = post.apply(combined, temperature)
     single_sel = [score(metric, y[select], p[select]) for p in probs]
     best = _best(metric, single_sel)
-    return {
-        "ensemble": score(metric, y[held], combine(method, probs[:, held], w)),
-        "best_single": score(metric, y[held], probs[best, held]),
-        "plain_mean": score(metric, y[held], probs[:, held].mean(axis=0)),
-        "selection_ensemble": score(metric, y[select], combine(method, probs[:, select], w)),
+    single = post.apply(probs[best], None)
+    found = {
+        "ensemble": score(metric, y[held], pred[held]),
+        "best_single": score(metric, y[held], single[held]),
+        "plain_mean": score(metric, y[held], post.apply(probs[:, held].mean(axis=0), None)),
+        "selection_ensemble": score(metric, y[select], pred[select]),
         "selection_best_single": single_sel[best],
     }
+    return (found | ({"temperature": temperature} if temperature is not None else {})), pred, single
 
 
 def honest_scores(method: str, metric: str, y: np.ndarray, probs: np.ndarray,
                   weights: Sequence[float] | None = None, iterations: int = GREEDY_ITERATIONS,
-                  seed: int = 0) -> dict[str, Any]:
-    """Scores of the method selected on one half and scored on the other, both ways, and their mean."""
-    a, b = halves(y, seed)
-    folds = [_fold(method, metric, y, probs, s, h, weights, iterations) for s, h in ((a, b), (b, a))]
-    mean = {key: float(np.mean([f[key] for f in folds])) for key in folds[0]}
-    return {"metric": metric, "seed": seed, "folds": folds, **mean}
+                  seed: int = 0, folds: np.ndarray | None = None, post: PostProcess | None = None) -> dict[str, Any]:
+    """The method's scores on rows it did not select on (weights, best single run and temperature chosen on
+    other rows). Without ``folds``: on one stratified half and the other, both ways, and their mean (scheme
+    "halves"). With ``folds`` (out-of-fold runs): for each fold, chosen on the other folds and predicting its
+    rows; the pooled score over all rows, and each fold's scores with their spread (scheme "folds")."""
+    post = post or PostProcess()
+    if folds is None or len(np.unique(folds)) < 2:
+        a, b = halves(y, seed)
+        found = [_fold(method, metric, y, probs, s, h, weights, iterations, post)[0] for s, h in ((a, b), (b, a))]
+        mean = {key: float(np.mean([f[key] for f in found])) for key in found[0]}
+        return {"scheme": "halves", "metric": metric, "seed": seed, "folds": found, **mean}
+    pred, single = np.zeros(len(y)), np.zeros(len(y))
+    per_fold = []
+    for j in np.unique(folds):
+        held, select = np.flatnonzero(folds == j), np.flatnonzero(folds != j)
+        found, fold_pred, fold_single = _fold(method, metric, y, probs, select, held, weights, iterations, post)
+        pred[held], single[held] = fold_pred[held], fold_single[held]
+        per_fold.append({"fold": int(j), "n": len(held), **found})
+    keys = ("ensemble", "best_single", "plain_mean")
+    return {
+        "scheme": "folds", "metric": metric, "n_folds": len(per_fold), "folds": per_fold,
+        "ensemble": score(metric, y, pred), "best_single": score(metric, y, single),
+        "plain_mean": score(metric, y, post.apply(probs.mean(axis=0), None)),
+        "fold_mean": {k: float(np.nanmean([f[k] for f in per_fold])) for k in keys},
+        "fold_std": {k: float(np.nanstd([f[k] for f in per_fold])) for k in keys},
+    }
 
 
 # ------------------------------------------------------------------------------------------------- build
 def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = "auc",
           weights: Sequence[float] | None = None, iterations: int = GREEDY_ITERATIONS,
-          seed: int = 0) -> EnsembleResult:
-    """Ensemble aligned runs (see ``load_runs``) with ``method``, scored on the full and on held-out halves."""
+          seed: int = 0, calibrate: bool = False, clip: float | None = None) -> EnsembleResult:
+    """Ensemble aligned runs (see ``load_runs``) with ``method``, scored on the full and on held-out rows.
+
+    ``calibrate``: temperature-scale the submitted test probabilities (T fitted on the validation rows);
+    ``clip``: clip them to [clip, 1 - clip]. The validation scores are of the combined probabilities; the
+    honest scores of what is submitted (T fitted on the selection rows only).
+    """
     if metric not in METRICS:
         raise EnsembleError(f"metric {metric!r}: choose from {list(METRICS)}")
     if not runs:
@@ -356,8 +482,9 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
     if weights is not None and len(weights) != len(runs):
         raise EnsembleError(f"{len(weights)} weights for {len(runs)} runs; give one per run, in this order: "
                             f"{', '.join(r.name for r in runs)}")
+    post = PostProcess(calibrate, clip)
     ref = runs[0]
-    y = ref.y_valid
+    y, groups = ref.y_valid, shared_groups(runs)
     valid = np.stack([r.valid_probs for r in runs])
     test = np.stack([r.test_probs for r in runs])
     w, trace = fit_weights(method, metric, y, valid, weights, iterations)
@@ -365,33 +492,82 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
     if method == "rank":
         log.warning("rank averaging gives ranks scaled into (0, 1), not calibrated probabilities: fine for AUC, "
                     "not for log loss or a 0.5 threshold")
+    temperature = post.fit(y, valid_p)
     per_run = {r.name: score(metric, y, r.valid_probs) for r in runs}
     best = runs[_best(metric, list(per_run.values()))]
     scores = {
-        "ensemble": metrics.classification(y, valid_p),
-        "plain_mean": metrics.classification(y, valid.mean(axis=0)),
-        "best_single": {"run": best.name, **metrics.classification(y, best.valid_probs)},
+        "ensemble": _scores(y, valid_p, groups, clip),
+        "plain_mean": _scores(y, valid.mean(axis=0), groups, clip),
+        "best_single": {"run": best.name, **_scores(y, best.valid_probs, groups, clip)},
         "runs": per_run,
     }
+    if groups is not None:
+        scores["run_groups"] = {r.name: metrics.group_scores(y, r.valid_probs, groups, clip or metrics.EPS)
+                                for r in runs}
     return EnsembleResult(
         method=method, metric=metric, runs=tuple(r.name for r in runs),
         run_dirs=tuple(str(r.run_dir) for r in runs), weights=tuple(float(v) for v in w),
-        valid_ids=ref.valid_ids, y_valid=y, valid_probs=valid_p, test_ids=ref.test_ids, test_probs=test_p,
+        valid_ids=ref.valid_ids, y_valid=y, valid_probs=valid_p, test_ids=ref.test_ids,
+        test_probs=post.apply(test_p, temperature),
         positive_class=ref.positive_class, negative_class=ref.negative_class, scores=scores,
-        holdout=honest_scores(method, metric, y, valid, weights, iterations, seed), trace=tuple(trace),
-        labelled_test=_labelled_test_scores(method, runs, w, best),
+        holdout=honest_scores(method, metric, y, valid, weights, iterations, seed, ref.valid_folds, post),
+        trace=tuple(trace), labelled_test=_labelled_test_scores(method, runs, w, best, clip),
+        valid_groups=groups, valid_folds=ref.valid_folds,
+        calibration=_calibration(post, temperature, y, valid_p, groups),
     )
 
 
+def _scores(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, clip: float | None) -> dict[str, float]:
+    """Image-level scores, and group-level ones (group_auc, group_accuracy, group_log_loss) with groups."""
+    found = metrics.classification(y, p)
+    return found if groups is None else {**found, **metrics.group_scores(y, p, groups, clip or metrics.EPS)}
+
+
+def shared_groups(runs: Sequence[RunPredictions]) -> np.ndarray | None:
+    """The validation rows' groups when every run has them (and they agree), else None."""
+    have = [r for r in runs if r.valid_groups is not None]
+    if len(have) < len(runs):
+        if have:
+            log.warning("only %d of %d runs record groups (%s): no group-level scores", len(have), len(runs),
+                        ", ".join(r.name for r in have))
+        return None
+    ref = have[0]
+    for run in have[1:]:
+        differ = np.flatnonzero(run.valid_groups != ref.valid_groups)
+        if len(differ):
+            i = differ[0]
+            raise EnsembleError(f"{run.name} and {ref.name} put the same images in different groups ({len(differ)} "
+                                f"images, e.g. {ref.valid_ids[i]}: {run.valid_groups[i]!r} vs "
+                                f"{ref.valid_groups[i]!r}); make the runs with one group rule "
+                                f"(data.group_from_name / data.group_col)")
+    return ref.valid_groups
+
+
+def _calibration(post: PostProcess, temperature: float | None, y: np.ndarray, p: np.ndarray,
+                 groups: np.ndarray | None) -> dict[str, Any]:
+    """The post-processing of the submitted probabilities and the validation log loss before and after it
+    (after: with T fitted on these same rows, so flattering; the honest scores fit it on other rows)."""
+    if not post.calibrate and not post.clip:
+        return {}
+    after = post.apply(p, temperature)
+    found = {"temperature": temperature, "clip": post.clip, "log_loss": metrics.log_loss(y, p),
+             "submitted_log_loss": metrics.log_loss(y, after, post.clip or metrics.EPS)}
+    if groups is not None:
+        found |= {"group_log_loss": metrics.group_scores(y, p, groups)["group_log_loss"],
+                  "submitted_group_log_loss": metrics.group_scores(y, after, groups,
+                                                                   post.clip or metrics.EPS)["group_log_loss"]}
+    return found
+
+
 def _labelled_test_scores(method: str, runs: Sequence[RunPredictions], w: np.ndarray,
-                          best: RunPredictions) -> dict[str, Any]:
+                          best: RunPredictions, clip: float | None = None) -> dict[str, Any]:
     """The ensemble (weights fixed on validation), plain mean and best single run on the labelled test part."""
     if not len(runs[0].ltest_ids):
         return {}
-    y, probs = runs[0].y_ltest, np.stack([r.ltest_probs for r in runs])
-    return {"n": len(y), "ensemble": metrics.classification(y, combine(method, probs, w)),
-            "plain_mean": metrics.classification(y, probs.mean(axis=0)),
-            "best_single": {"run": best.name, **metrics.classification(y, best.ltest_probs)}}
+    y, probs, groups = runs[0].y_ltest, np.stack([r.ltest_probs for r in runs]), runs[0].ltest_groups
+    return {"n": len(y), "ensemble": _scores(y, combine(method, probs, w), groups, clip),
+            "plain_mean": _scores(y, probs.mean(axis=0), groups, clip),
+            "best_single": {"run": best.name, **_scores(y, best.ltest_probs, groups, clip)}}
 
 
 def cover(result: EnsembleResult, test_ids: Sequence[str]) -> EnsembleResult:
@@ -406,6 +582,49 @@ def cover(result: EnsembleResult, test_ids: Sequence[str]) -> EnsembleResult:
         fallback_ids=tuple(missing))
 
 
+# ------------------------------------------------------------------------------------------ per group
+def group_rule(run_dirs: Sequence[Path]) -> str:
+    """The runs' ``data.group_from_name`` (the regex naming each image's group); refuses none or several."""
+    found = {}
+    for run_dir in run_dirs:
+        try:
+            pattern = runfolder.read_config(run_dir).data.group_from_name
+        except (ValueError, OSError):  # ConfigError is a ValueError; no config.yaml: an older run folder
+            pattern = None
+        found[Path(run_dir).name] = pattern
+    patterns = sorted({p for p in found.values() if p})
+    if not patterns:
+        raise EnsembleError(f"--per-group: the runs' configs have no data.group_from_name, so test images cannot "
+                            f"be put into groups (videos); set data.group_from_name (e.g. '^(.+?)_\\d+$': the "
+                            f"video id before the frame number) and rerun the runs (runs: "
+                            f"{', '.join(found)})")
+    if len(patterns) > 1:
+        raise EnsembleError(f"--per-group: the runs name groups with different rules {patterns} ({found}); "
+                            f"ensemble runs of one group rule")
+    return patterns[0]
+
+
+def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str,
+                fallback: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """One row per group of the test images (``splits.name_groups`` with ``pattern``): (groups, the mean of each
+    group's image probabilities), groups sorted. ``fallback`` images (undecodable, given FALLBACK_PROB) count only
+    in a group that has no other image: a prior would only pull a video's real predictions toward 0.5. Refuses
+    test images the pattern does not match."""
+    from .splits import name_groups
+
+    groups = name_groups(list(test_ids), pattern)
+    unmatched = [i for i, g in zip(test_ids, groups, strict=True) if not g]
+    if unmatched:
+        raise EnsembleError(f"--per-group: {len(unmatched)} test image(s) do not match data.group_from_name "
+                            f"'{pattern}' (e.g. {unmatched[:SHOW]}); fix the pattern or the file names")
+    frame = pd.DataFrame({"group": groups, "prob": np.asarray(test_probs, dtype=float),
+                          "predicted": ~np.isin(np.asarray(test_ids, dtype=object), list(fallback))})
+    predicted_groups = set(frame.group[frame.predicted])
+    kept = frame[frame.predicted | ~frame.group.isin(predicted_groups)]
+    means = kept.groupby("group", sort=True).prob.mean()
+    return means.index.to_numpy(dtype=object), means.to_numpy()
+
+
 # ------------------------------------------------------------------------------------------------ output
 def to_record(result: EnsembleResult) -> dict[str, Any]:
     """JSON-able description of the ensemble: method, members, weights, scores, source runs."""
@@ -418,16 +637,21 @@ def to_record(result: EnsembleResult) -> dict[str, Any]:
         "source_sweep": parents[0] if len(parents) == 1 else parents,
         "positive_class": result.positive_class, "negative_class": result.negative_class,
         "n_valid": len(result.valid_ids), "n_test": len(result.test_ids),
+        "folds": len(np.unique(result.valid_folds)) if result.valid_folds is not None else 0,
+        "n_valid_groups": len(np.unique(result.valid_groups)) if result.valid_groups is not None else 0,
         "validation": result.scores, "holdout": result.holdout, "greedy_trace": list(result.trace),
-        "labelled_test": result.labelled_test,
+        "labelled_test": result.labelled_test, "calibration": result.calibration,
         "fallback": {"prob": FALLBACK_PROB, "ids": list(result.fallback_ids),
                      "why": "test images no run could decode (see bad_images.csv): predicted with the prior"},
     }
 
 
 def probs_frame(result: EnsembleResult) -> pd.DataFrame:
-    """The ensemble's test probabilities: id, prob (of the positive class)."""
+    """The ensemble's test probabilities as submitted (after temperature and clip): id, prob (positive class)."""
     return pd.DataFrame({"id": result.test_ids, "prob": result.test_probs})
+
+
+HOLDOUT_HEADS = {"halves": "held-out half", "folds": "other folds"}
 
 
 def summary_lines(result: EnsembleResult) -> list[str]:
@@ -441,12 +665,49 @@ def summary_lines(result: EnsembleResult) -> list[str]:
         ("plain mean", s["plain_mean"][m], h["plain_mean"], lt.get("plain_mean", {}).get(m)),
     ]
     width = max(len(r[0]) for r in rows)
+    head = HOLDOUT_HEADS[h.get("scheme", "halves")]
     test_head = f"  {'labelled test':>13}" if lt else ""
-    lines = [f"{'validation ' + m:<{width}}  {'all rows':>9}  {'held-out half':>13}{test_head}"]
+    lines = [f"{'validation ' + m:<{width}}  {'all rows':>9}  {head:>13}{test_head}"]
     lines += [f"{name:<{width}}  {full:9.4f}  {held:13.4f}" + (f"  {test:13.4f}" if lt else "")
               for name, full, held, test in rows]
-    lines.append("held-out half: chosen on one half of the validation set, scored on the other (mean of both ways)")
+    if h.get("scheme") == "folds":
+        lines.append(f"other folds: for each of {h['n_folds']} folds, chosen on the other folds and scored on it; "
+                     f"pooled over all out-of-fold rows (ensemble per fold {h['fold_mean']['ensemble']:.4f} "
+                     f"+- {h['fold_std']['ensemble']:.4f})")
+    else:
+        lines.append("held-out half: chosen on one half of the validation set, scored on the other (mean of both "
+                     "ways)")
+    if result.calibration:
+        lines.append(f"{head}: the ensemble as submitted (temperature fitted on the selection rows, clip); all rows: "
+                     f"the combined probabilities before either")
     if lt:
         lines.append(f"labelled test: the split's {lt['n']} test images, never used to choose runs or weights")
+    lines += _group_lines(result) + _calibration_lines(result)
     lines += [f"  {w:.3f}  {name}" for name, w in sorted(result.members.items(), key=lambda kv: -kv[1])]
     return lines
+
+
+def _group_lines(result: EnsembleResult) -> list[str]:
+    """Group-level validation scores (a group's probability = the mean of its images')."""
+    s = result.scores
+    if "group_auc" not in s["ensemble"]:
+        return []
+    lines = [f"groups ({s['ensemble']['n_groups']} in validation; a group's probability = its images' mean):"]
+    for name, found in (("ensemble", s["ensemble"]), (f"best single ({s['best_single']['run']})", s["best_single"]),
+                        ("plain mean", s["plain_mean"])):
+        lines.append(f"  {name}: group AUC {found['group_auc']:.4f}, accuracy {found['group_accuracy']:.4f}, "
+                     f"log loss {found['group_log_loss']:.4f}")
+    return lines
+
+
+def _calibration_lines(result: EnsembleResult) -> list[str]:
+    c = result.calibration
+    if not c:
+        return []
+    done = ([f"temperature {c['temperature']:.3f} (fitted on the validation rows)"] if c["temperature"] else [])
+    done += [f"clipped to [{c['clip']:g}, {1 - c['clip']:g}]"] if c["clip"] else []
+    text = (f"submitted probabilities: {', '.join(done)}; validation log loss {c['log_loss']:.4f} -> "
+            f"{c['submitted_log_loss']:.4f}")
+    if "group_log_loss" in c:
+        text += f", group log loss {c['group_log_loss']:.4f} -> {c['submitted_group_log_loss']:.4f}"
+    return [text]

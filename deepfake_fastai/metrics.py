@@ -69,3 +69,37 @@ def _per_group(y: np.ndarray, p: np.ndarray, groups):
     frame = pd.DataFrame({"y": np.asarray(y).astype(float), "p": np.asarray(p, dtype=np.float64),
                           "g": np.asarray(groups).astype(str)}).groupby("g", sort=True).mean()
     return frame.assign(y=(frame.y >= 0.5).astype(int))
+
+
+# --------------------------------------------------------------------------------- temperature scaling
+TEMPERATURE_BOUNDS = (1e-2, 1e2)  # T outside this is a broken model or one class only, not a calibration
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [EPS, 1 - EPS] (a 0 or 1 would be an infinite logit)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): T > 1 softens over-confident probabilities, T < 1 sharpens them; order is kept."""
+    return 1.0 / (1.0 + np.exp(-logit(p) / float(temperature)))
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The T minimising the log loss of ``apply_temperature(p, T)`` on labels ``y`` (temperature scaling, Guo
+    et al. 2017, with its one parameter: it moves log loss, never AUC). Searched on log T within
+    TEMPERATURE_BOUNDS; 1.0 when there is nothing to fit (no rows, or every probability 0.5)."""
+    from scipy.optimize import minimize_scalar
+
+    z = logit(p)
+    if not len(z) or not np.any(z):
+        return 1.0
+    sign = np.where(np.asarray(y).astype(int) == 1, -1.0, 1.0)  # loss of a row: log(1 + exp(sign * z / T))
+
+    def loss(log_t: float) -> float:
+        return float(np.mean(np.logaddexp(0.0, sign * z / np.exp(log_t))))
+
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    found = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
