@@ -273,13 +273,17 @@ def ensemble_html(view: EnsembleView) -> str:
         f"<tr><td>{esc(label)}</td>{_num_td(val.get(key, {}).get(metric))}{_num_td(hold.get(key))}</tr>"
         for key, label in (("ensemble", "ensemble"), ("best_single", "best single run"), ("plain_mean", "plain mean")))
     note = f'<p class="note">{esc(view.note)}</p>' if view.note else ""
+    folds = hold.get("scheme") == "folds"  # fold runs: chosen on the other folds, scored on each fold in turn
+    column = "other folds" if folds else "held-out half"
+    how = ("chosen on the other folds, scored on each fold in turn (out-of-fold rows pooled)" if folds
+           else "chosen on one half of the validation set, scored on the other")
     return (f'<section id="ensemble"><h2>Ensemble</h2>'
             f'<p class="sub">newest submission from this sweep: {esc(r.get("csv", "?"))} '
             f'({esc(r.get("created", "?"))}), method {esc(r.get("method", "?"))}, metric {esc(metric)}</p>{note}'
             f'<table><thead><tr><th>member run</th><th>weight</th></tr></thead><tbody>{members}</tbody></table>'
-            f'<table><thead><tr><th>validation {esc(metric)}</th><th>all rows</th><th>held-out half</th></tr>'
+            f'<table><thead><tr><th>validation {esc(metric)}</th><th>all rows</th><th>{column}</th></tr>'
             f'</thead><tbody>{scores}</tbody></table>'
-            f'<p class="sub">held-out half: chosen on one half of the validation set, scored on the other.</p>'
+            f'<p class="sub">{column}: {how}.</p>'
             f'</section>')
 
 
