@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CIFAKE  # not tests.conftest: that import needs `python -m pytest`
 from PIL import Image
 
 from deepfake_fastai import neardup
 from deepfake_fastai.neardup import DEFAULT_MAX_DISTANCE, NO_HASH, find_near_duplicates, hashes, near_pairs
-from tests.conftest import CIFAKE
 
 PX = 128  # a 1-pixel shift is within the threshold from 128 px up (at 32 px it is 3% of the image: often not)
 
