@@ -128,7 +128,7 @@ def main() -> None:
     print(f"| find_near_duplicates (store warm; cross-side pairs only) | {total:.2f} s |")
     print(f"\nplanted copies found: {len(truth & got)}/{len(truth)}; other cross-side pairs: {len(got - truth)}; "
           f"all pairs within {neardup.DEFAULT_MAX_DISTANCE} bits: {len(pairs)}; "
-          f"planted distances: {sorted(found.distance.value_counts().to_dict().items())}")
+          f"distances found: {sorted(found.distance.value_counts().to_dict().items())}")
 
 
 if __name__ == "__main__":
