@@ -270,10 +270,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     skipped = skipped_lines(rows)
     if skipped:
         print("\n" + "\n".join(skipped))
+    _print_leak_notes(rows)
     failed = [r["run"] for r in rows if r.get("status") != "complete"]
     if failed:
         print(f"\n{len(failed)} run(s) did not complete: {', '.join(failed)} (see their {runfolder.STATUS})")
     return 0
+
+
+def _print_leak_notes(rows: list[dict]) -> None:
+    """The data checks' findings (leaks, near-duplicates, names that look like groups) under the leaderboard."""
+    from .data import leak_notes
+
+    split_file = next((r["split_file"] for r in rows if r.get("split_file")), None)
+    notes = leak_notes(Path(split_file)) if split_file else []
+    if notes:
+        print("\ndata checks:\n" + "\n".join(f"  {n}" for n in notes))
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

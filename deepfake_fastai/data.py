@@ -26,9 +26,12 @@ from .manifest import file_sha256
 from .netcheck import reachable
 from .progress import progress
 from .splits import (
+    SHARED_SHARE,
     DataError,
     fixed_split,
+    read_split,
     report_mixed_groups,
+    shared_name_keys,
     split_name,
     validation_of,
     warn_if_names_suggest_groups,
@@ -410,6 +413,66 @@ def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, repor
 
 
 SAMPLE_NAME = "sample_submission.csv"  # a competition's submission template (data and submit read it)
+LEAKS = "leaks.csv"  # test images byte-identical to labelled ones (in the data set's cache folder)
+NEAR_DUPLICATES = "near_duplicates.csv"  # near-identical images on different sides of the split
+HASH_STORE = "phash.csv"  # perceptual hashes of the source images, reused while a file is unchanged
+
+
+def check_near_duplicates(labelled: pd.DataFrame, split: pd.DataFrame, test: pd.DataFrame, unseen: pd.DataFrame,
+                          store: Path) -> pd.DataFrame:
+    """Near-identical images (re-encoded, resized or slightly shifted copies) on different sides of the split:
+    train / valid (or each fold) / labelled test / test / unseen. Written to near_duplicates.csv and warned."""
+    from . import neardup
+
+    sides = _sides(split)
+    frame = pd.concat([labelled.assign(side=labelled.id.map(sides)), test.assign(side="test"),
+                       unseen.assign(side="unseen")], ignore_index=True)
+    pairs = neardup.find_near_duplicates(frame[["id", "source", "side"]].rename(columns={"source": "path"}),
+                                         store=store / HASH_STORE)
+    report = store / NEAR_DUPLICATES
+    if pairs.empty:
+        report.unlink(missing_ok=True)
+        return pairs
+    atomic.write_csv(report, pairs)
+    first = pairs.iloc[0]
+    log.warning("%d near-duplicate pair(s) across the split (%s; perceptual hash within %d bits: re-encoded, resized "
+                "or shifted copies), e.g. %s %s ~ %s %s. A model that saw one scores too well on the other: remove "
+                "one of each pair, or put them in one group (data.group_from_name). List: %s", len(pairs),
+                _pair_counts(pairs), neardup.DEFAULT_MAX_DISTANCE, first.side_a, first.id_a, first.side_b,
+                first.id_b, report)
+    return pairs
+
+
+def _sides(split: pd.DataFrame) -> pd.Series:
+    """id -> side of the split: train, valid (or fold <k>), labelled test."""
+    side = pd.Series(np.where(split.is_valid, "valid", "train"), index=split.id)
+    if "fold" in split.columns:
+        side[:] = [f"fold {k}" for k in split.fold]
+    side[split.is_test.to_numpy()] = "labelled test"
+    return side
+
+
+def _pair_counts(pairs: pd.DataFrame) -> str:
+    counts = pairs.groupby(["side_a", "side_b"], sort=False).size()
+    return ", ".join(f"{a}-{b}: {n}" for (a, b), n in counts.items())
+
+
+def leak_notes(split_file: Path) -> list[str]:
+    """What the data checks found for the data set of ``split_file``, one line each (the sweep's summary)."""
+    store, notes = Path(split_file).parent, []
+    if (store / LEAKS).is_file():
+        notes.append(f"{len(read_table(store / LEAKS))} test image(s) byte-identical to labelled ones: {store / LEAKS}")
+    if (store / NEAR_DUPLICATES).is_file():
+        pairs = read_table(store / NEAR_DUPLICATES)
+        notes.append(f"{len(pairs)} near-duplicate pair(s) across the split ({_pair_counts(pairs)}): "
+                     f"{store / NEAR_DUPLICATES}")
+    split = read_split(split_file) if Path(split_file).is_file() else None
+    if split is not None and "group" not in split.columns:
+        share, example = shared_name_keys(split)
+        if share >= SHARED_SHARE:
+            notes.append(f"{100 * share:.0f}% of validation images share a file-name prefix with training images "
+                         f"(e.g. '{example}_*'): frames of one video? set data.group_from_name (README: Leakage)")
+    return notes
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -577,7 +640,8 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
     split_file = store / split_name(cfg)
     split = _split(labelled, split_file, cfg)
     listed_test = list_test(root)
-    check_test_set(root, labelled, listed_test, store / "leaks.csv")
+    check_test_set(root, labelled, listed_test, store / LEAKS)
+    check_near_duplicates(labelled, split, listed_test, list_unseen(root), store)
     if not crop:
         warn_if_shrinking(labelled.source, item_resize_px)
     cache_dir = store / f"{item_resize_px}px{'-crop' if crop else ''}"

@@ -96,3 +96,21 @@ def test_a_grouped_fold_run_scores_groups_and_keeps_videos_in_one_fold(tmp_path)
     assert oof.groupby("group").fold.nunique().max() == 1 and oof.group.nunique() == 12
     m = json.loads((result.run_dir / runfolder.METRICS).read_text())
     assert m["n_groups"] == 12 and 0.0 <= m["group_auc"] <= 1.0 and "group_log_loss" in m
+
+
+def test_a_sweep_on_frames_split_at_random_warns_about_shared_prefixes(tmp_path):
+    """The issue's acceptance: frames of one video on both sides of a random split are named under the
+    leaderboard; the same sweep with data.group_from_name is silent about it."""
+    root = write_videos(tmp_path / "videos", n_videos=12, frames=4, image_px=32)
+    base = (f"metric: auc\ndata: {{source: folder, path: {root}, data_dir: {tmp_path / 'data'}{{groups}}}}\n"
+            f"defaults: {{epochs: 1, bs: 16, size: 32, precision: fp32, tta_n: 0}}\nruns:\n  - {{arch: test_resnet}}\n")
+    outputs = {}
+    for name, groups in (("random", ""), ("grouped", ", group_from_name: '^([a-z]+)_'")):
+        sweep = tmp_path / f"{name}.yaml"
+        sweep.write_text(f"name: {name}\nruns_dir: {tmp_path / 'runs'}\n" + base.replace("{groups}", groups))
+        done = subprocess.run([sys.executable, "-m", "deepfake_fastai.cli", "sweep", "-q", str(sweep)],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[name] = done.stdout
+    assert "data checks:" in outputs["random"] and "share a file-name prefix with training images" in outputs["random"]
+    assert "share a file-name prefix" not in outputs["grouped"]

@@ -231,3 +231,32 @@ def test_a_labels_csv_naming_missing_files_skips_and_reports_them(tmp_path):
     prepared = _prepare(tmp_path, csv, source="csv", valid_pct=0.5)
     [row] = prepared.bad_images.itertuples()
     assert row.id == "gone.png" and "No such file or directory" in row.error and len(prepared.items) == 4
+
+
+def test_near_duplicates_in_the_test_folder_are_reported_by_prepare_and_the_sweep_summary(tmp_path, caplog):
+    """A JPEG q70 re-encode and a 1-pixel-shifted copy of labelled images in test/ are found; distinct images,
+    and a test folder of new images, are not (the issue's acceptance, through data.prepare)."""
+    from tests.test_neardup import shifted, texture
+
+    root = tmp_path / "d"
+    for k in range(16):
+        (root / ("fake" if k % 2 else "real")).mkdir(parents=True, exist_ok=True)
+        texture(k).save(root / ("fake" if k % 2 else "real") / f"{k}.jpg", quality=95)
+    (root / "test").mkdir()
+    texture(3).save(root / "test" / "q70.jpg", quality=70)
+    shifted(texture(6)).save(root / "test" / "shift.jpg", quality=95)
+    for k in (100, 101):
+        texture(k).save(root / "test" / f"new{k}.jpg", quality=95)
+    with caplog.at_level(logging.WARNING):
+        prepared = _prepare(tmp_path, root)
+    report = tmp_path / "store" / "cache" / prepared.key / data.NEAR_DUPLICATES
+    pairs = data.read_table(report)
+    assert set(zip(pairs.id_a, pairs.id_b, strict=True)) == {("fake/3.jpg", "q70"), ("real/6.jpg", "shift")}
+    assert set(pairs.side_b) == {"test"} and set(pairs.side_a) <= {"train", "valid"}
+    assert "2 near-duplicate pair(s) across the split" in caplog.text
+    notes = data.leak_notes(prepared.split_file)
+    assert any(n.startswith("2 near-duplicate pair(s)") and "-test: " in n for n in notes), notes
+    for name in ("q70.jpg", "shift.jpg"):  # the copies gone: the report goes too
+        (root / "test" / name).unlink()
+    _prepare(tmp_path, root)
+    assert not report.exists() and data.leak_notes(prepared.split_file) == []

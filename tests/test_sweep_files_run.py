@@ -38,7 +38,8 @@ def shrink(cfg: TrainConfig, data: DataConfig, runs_dir: Path) -> TrainConfig:
 def shrunk_data(sweep_data: DataConfig, tiny_root: Path, tmp: Path) -> DataConfig:
     if sweep_data.source == "synthetic":  # keep the generator in the loop, at a tiny size
         return dataclasses.replace(sweep_data, synthetic_n=64, synthetic_px=32, data_dir=str(tmp / "data"))
-    return DataConfig(source="folder", path=str(tiny_root), positive_class="fake", data_dir=str(tmp / "data"))
+    return DataConfig(source="folder", path=str(tiny_root), positive_class="fake", data_dir=str(tmp / "data"),
+                      folds=sweep_data.folds)  # a fold sweep stays one
 
 
 # CI runs the quickstart (the synthetic source and all four families); the others reuse the same tiny models
