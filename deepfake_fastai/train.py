@@ -69,7 +69,12 @@ def _run_folds(cfg: TrainConfig, run_dir: Path) -> RunResult:
     fold_dirs = []
     for k in range(cfg.data.folds):
         log.info("%s: fold %d of %d", cfg.run_name, k + 1, cfg.data.folds)
-        fold_dirs.append(run(folds.fold_config(cfg, k, run_dir)).run_dir)
+        fold_cfg = folds.fold_config(cfg, k, run_dir)
+        done = run_dir / fold_cfg.run_name
+        if is_complete(done) and folds.same_but_micro_batch(resolve_paths(runfolder.read_config(done)), fold_cfg):
+            fold_dirs.append(done)  # finished before a CUDA OOM retry halved the micro-batch: the same run
+            continue
+        fold_dirs.append(run(fold_cfg).run_dir)
     return folds.combine(cfg, run_dir, fold_dirs)
 
 

@@ -114,3 +114,17 @@ def test_a_sweep_on_frames_split_at_random_warns_about_shared_prefixes(tmp_path)
         outputs[name] = done.stdout
     assert "data checks:" in outputs["random"] and "share a file-name prefix with training images" in outputs["random"]
     assert "share a file-name prefix" not in outputs["grouped"]
+
+
+def test_folds_finished_before_an_oom_retry_are_kept(tiny_data, tmp_path):
+    """The sweep's CUDA OOM retry doubles accum (same effective batch) and reruns the run: the folds that had
+    finished are kept, not refused as another config nor trained again."""
+    kwargs = tiny_train_kwargs(tmp_path, tiny_data)
+    kwargs["data"] = kwargs["data"].__class__(**{**kwargs["data"].__dict__, "folds": 2})
+    first = train(**kwargs)
+    fold_0 = first.run_dir / "fold_0" / runfolder.METRICS
+    before = fold_0.stat().st_mtime_ns
+    (first.run_dir / runfolder.METRICS).unlink()  # as if fold 1 had failed with an OOM
+    again = train(**{**kwargs, "accum": 2})
+    assert again.run_dir == first.run_dir and runfolder.is_complete(again.run_dir)
+    assert fold_0.stat().st_mtime_ns == before
