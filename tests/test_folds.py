@@ -105,7 +105,7 @@ def test_a_sweep_on_frames_split_at_random_warns_about_shared_prefixes(tmp_path)
     base = (f"metric: auc\ndata: {{source: folder, path: {root}, data_dir: {tmp_path / 'data'}{{groups}}}}\n"
             f"defaults: {{epochs: 1, bs: 16, size: 32, precision: fp32, tta_n: 0}}\nruns:\n  - {{arch: test_resnet}}\n")
     outputs = {}
-    for name, groups in (("random", ""), ("grouped", ", group_from_name: '^([a-z]+)_'")):
+    for name, groups in (("random", ""), ("grouped", ", group_from_name: '^([a-z]+)_', folds: 2")):
         sweep = tmp_path / f"{name}.yaml"
         sweep.write_text(f"name: {name}\nruns_dir: {tmp_path / 'runs'}\n" + base.replace("{groups}", groups))
         done = subprocess.run([sys.executable, "-m", "deepfake_fastai.cli", "sweep", "-q", str(sweep)],
@@ -114,6 +114,15 @@ def test_a_sweep_on_frames_split_at_random_warns_about_shared_prefixes(tmp_path)
         outputs[name] = done.stdout
     assert "data checks:" in outputs["random"] and "share a file-name prefix with training images" in outputs["random"]
     assert "share a file-name prefix" not in outputs["grouped"]
+    board = pd.read_csv(tmp_path / "runs" / "grouped" / "leaderboard.csv")  # the fold run: one row, its spread
+    assert list(board.run) == ["test_resnet_r32-32_fine_tune_s42_k2"] and board.folds[0] == 2
+    assert np.isfinite(board.auc_fold_std[0]) and np.isfinite(board.group_auc[0])
+    from deepfake_fastai.report import write_report
+
+    page = write_report(tmp_path / "runs" / "grouped", submissions_dir=tmp_path / "none", interpret=False)
+    html = page.read_text()
+    assert "test_resnet_r32-32_fine_tune_s42_k2" in html and "auc_fold_std" in html
+    assert "1 of 1 runs complete" in html  # the fold sub-runs are not runs of the sweep
 
 
 def test_folds_finished_before_an_oom_retry_are_kept(tiny_data, tmp_path):
