@@ -179,6 +179,7 @@ class TrainConfig:
         if self.name:
             return self.name
         folds = f"_k{self.data.folds}" if self.data.folds else ""  # K models: not comparable with a 1-split run
+        folds += f"f{self.data.fold}" if self.data.fold is not None else ""  # one fold of K, trained alone
         if self.arch == TRACES_ARCH:  # no recipe; what varies between such runs is the EM and the classifier
             em = f"{self.em_mode}_{self.classifier}_k{self.kernel}_i{self.em_iter}"
             return f"{self.arch}_r{self.item_resize_px}_{em}_s{self.seed}{folds}"

@@ -641,13 +641,14 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
     split = _split(labelled, split_file, cfg)
     listed_test = list_test(root)
     check_test_set(root, labelled, listed_test, store / LEAKS)
-    check_near_duplicates(labelled, split, listed_test, list_unseen(root), store)
+    listed_unseen = list_unseen(root)
+    check_near_duplicates(labelled, split, listed_test, listed_unseen, store)
     if not crop:
         warn_if_shrinking(labelled.source, item_resize_px)
     cache_dir = store / f"{item_resize_px}px{'-crop' if crop else ''}"
     cached = build_cache(labelled, cache_dir, item_resize_px, workers, crop)
     test = build_cache(listed_test, cache_dir / "_test", item_resize_px, workers, crop)
-    unseen = build_cache(list_unseen(root), cache_dir / "_unseen", item_resize_px, workers, crop)
+    unseen = build_cache(listed_unseen, cache_dir / "_unseen", item_resize_px, workers, crop)
     bad = pd.concat([f[f.error.notna()] for f in (cached, test, unseen)])[["id", "source", "error"]]
     bad = pd.concat([bad, skipped_entries(cfg, root)], ignore_index=True)
     _report_bad(bad, store / "bad_images.csv")

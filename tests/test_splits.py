@@ -136,3 +136,11 @@ def test_the_warning_threshold_both_sides(caplog):
         return pd.DataFrame({"id": ids, "label": ["fake", "real"] * 200})
     low, high = _warned(frame(20), caplog), _warned(frame(160), caplog)
     assert low < splits.SHARED_SHARE <= high
+
+
+def test_run_names_say_folds_and_a_single_fold():
+    from deepfake_fastai.config import TrainConfig
+
+    assert TrainConfig().run_name == "resnet18_r64-64_fine_tune_s42"  # unchanged without folds
+    assert TrainConfig(data=DataConfig(folds=5)).run_name == "resnet18_r64-64_fine_tune_s42_k5"
+    assert TrainConfig(data=DataConfig(folds=5, fold=2)).run_name == "resnet18_r64-64_fine_tune_s42_k5f2"
