@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, PermissionError, ImportError, RuntimeError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk; the same command resumes from it
+        print("\ninterrupted: complete runs (and folds) are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:
@@ -391,9 +395,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     ids, probs, per_group = result.test_ids, result.test_probs, {}
     if pattern:
         ids, probs = ensemble.group_probs(result.test_ids, result.test_probs, pattern, result.fallback_ids)
+        empty = ensemble.groups_without_frames(ids, expected.ids)
         per_group = {"per_group": {"group_from_name": pattern, "n_groups": len(ids), "n_images": len(result.test_ids),
-                                   "prob": "mean of the group's images' submitted probabilities"}}
+                                   "prob": "mean of the group's images' submitted probabilities",
+                                   "no_frames": {"ids": empty, "prob": ensemble.FALLBACK_PROB}}}
         print(f"\nper group: {len(result.test_ids)} test images -> {len(ids)} groups by '{pattern}'")
+        if empty:  # a video with no frame (no face found) still needs its row: the uninformed prior
+            ids, probs = [*ids, *empty], [*probs, *[ensemble.FALLBACK_PROB] * len(empty)]
+            print(f"WARNING: {len(empty)} group(s) of the sample submission have no test image (e.g. {empty[:3]}): "
+                  f"probability {ensemble.FALLBACK_PROB} (the prior), listed in the record's per_group.no_frames")
+    elif sample and _sample_lists_groups(expected.ids, result.test_ids):  # a per-video competition, per image
+        raise ValueError(f"{sample} lists groups (its ids start the test images' names, e.g. {expected.ids[0]}): the "
+                         f"competition scores one row per video; add --per-group (needs data.group_from_name)")
     frame = submit.make_frame(ids, probs, expected.fmt, classes, expected.ids)
     record = {**ensemble.to_record(result), **per_group,
               "competition": args.competition or submit.competition_of(run_dirs)}
@@ -405,6 +418,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     print(f"record:     {path.with_suffix('.json')}")
     print(f'next:       deepfake-fastai submit {path} -m "..." [--dry-run]')
     return 0
+
+
+def _sample_lists_groups(expected: list[str], test_ids) -> bool:
+    """The sample's ids match no test image, but most test images are named after one (frames of a video)."""
+    from .data import looks_like_groups, match_ids
+
+    test_ids = [str(t) for t in test_ids]
+    return not any(match_ids(test_ids, expected)) and looks_like_groups({Path(e).stem for e in expected}, test_ids)
 
 
 def _warn_fallback(result, metrics: dict) -> None:

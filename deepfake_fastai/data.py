@@ -6,6 +6,7 @@ different runs line up row by row (the ensembler depends on this).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -29,6 +30,7 @@ from .splits import (
     SHARED_SHARE,
     DataError,
     fixed_split,
+    name_groups,
     read_split,
     report_mixed_groups,
     shared_name_keys,
@@ -394,13 +396,14 @@ def list_test(root: Path) -> pd.DataFrame:
     return frame
 
 
-def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, report: Path) -> pd.DataFrame:
+def check_test_set(root: Path, labelled: pd.DataFrame, test: pd.DataFrame, report: Path,
+                   group_rule: str | None = None) -> pd.DataFrame:
     """The test folder (``list_test``) against the labelled images and the sample submission; returns the leaks."""
     if _beside(root, "test").is_dir() and test.empty:
         log.warning("%s holds no images: runs will have no test predictions, so nothing to submit; put the "
                     "competition's test images there", _beside(root, "test"))
     if not test.empty:
-        check_sample_submission(_beside(root, SAMPLE_NAME), test)
+        check_sample_submission(_beside(root, SAMPLE_NAME), test, group_rule)
     leaks = find_leaks(labelled, test)
     if leaks.empty:
         report.unlink(missing_ok=True)
@@ -433,13 +436,18 @@ def check_near_duplicates(labelled: pd.DataFrame, split: pd.DataFrame, test: pd.
     if pairs.empty:
         report.unlink(missing_ok=True)
         return pairs
+    seen = report.is_file() and read_table(report).equals(pairs.astype(str))
     atomic.write_csv(report, pairs)
     first = pairs.iloc[0]
-    log.warning("%d near-duplicate pair(s) across the split (%s; perceptual hash within %d bits: re-encoded, resized "
-                "or shifted copies), e.g. %s %s ~ %s %s. A model that saw one scores too well on the other: remove "
-                "one of each pair, or put them in one group (data.group_from_name). List: %s", len(pairs),
-                _pair_counts(pairs), neardup.DEFAULT_MAX_DISTANCE, first.side_a, first.id_a, first.side_b,
-                first.id_b, report)
+    # warned when found or changed; each later run (every fold, every run of a sweep) logs it at INFO, and the
+    # sweep's summary lists it under the leaderboard
+    (log.info if seen else log.warning)(
+        "%d near-duplicate pair(s) across the split (%s; perceptual hash within %d bits: re-encoded, resized or "
+        "shifted copies), e.g. %s %s ~ %s %s. A model that saw one scores too well on the other: remove one of "
+        "each pair (a test image that copies a training image: drop the training copy), or, between labelled "
+        "images, give the pair one group (data.group_from_name / group_col). List: %s", len(pairs),
+        _pair_counts(pairs), neardup.DEFAULT_MAX_DISTANCE, first.side_a, first.id_a, first.side_b, first.id_b,
+        report)
     return pairs
 
 
@@ -447,7 +455,7 @@ def _sides(split: pd.DataFrame) -> pd.Series:
     """id -> side of the split: train, valid (or fold <k>), labelled test."""
     side = pd.Series(np.where(split.is_valid, "valid", "train"), index=split.id)
     if "fold" in split.columns:
-        side[:] = [f"fold {k}" for k in split.fold]
+        side[:] = [f"fold_{k}" for k in split.fold]
     side[split.is_test.to_numpy()] = "labelled test"
     return side
 
@@ -492,8 +500,10 @@ def match_ids(ids: Sequence[str], expected: Sequence[str]) -> list[str | None]:
     return [i if i in wanted else by_stem.get(Path(i).stem) for i in ids]
 
 
-def check_sample_submission(sample_csv: Path, test: pd.DataFrame) -> None:
-    """Refuse a sample_submission.csv whose ids are not the test files (matched by file stem, as submit does)."""
+def check_sample_submission(sample_csv: Path, test: pd.DataFrame, group_rule: str | None = None) -> None:
+    """Refuse a sample_submission.csv whose ids are not the test files (matched by file stem, as submit does), nor
+    (with ``group_rule``, data.group_from_name) the test files' groups: a per-video competition's sample lists
+    videos, and may list videos with no frames (DFDC: no face found), which `ensemble --per-group` predicts 0.5."""
     if not sample_csv.is_file():
         return
     try:
@@ -504,11 +514,40 @@ def check_sample_submission(sample_csv: Path, test: pd.DataFrame) -> None:
     stems = {Path(i).stem for i in ids}
     missing = sorted(stems - {Path(m).stem for m in matched if m is not None})
     extra = sorted(t for t, m in zip(test.id, matched, strict=True) if m is None)
-    if missing or extra:
-        raise DataError(
-            f"{sample_csv} does not match the test folder: {len(missing)} of its {len(stems)} ids have no test image "
-            f"(first: {missing[:3]}), {len(extra)} test images are not in it (first: {extra[:3]}). A submission "
-            f"could never be valid: use the sample submission and test/ folder of the same competition")
+    if not (missing or extra) or _sample_lists_groups(stems, test, group_rule, sample_csv):
+        return
+    hint = ("; its ids look like videos (the test files' names start with them): set data.group_from_name "
+            "(--group-from-name) so each test frame has its video, then ensemble --per-group") \
+        if not group_rule and looks_like_groups(stems, test.id) else ""
+    raise DataError(
+        f"{sample_csv} does not match the test folder: {len(missing)} of its {len(stems)} ids have no test image "
+        f"(first: {missing[:3]}), {len(extra)} test images are not in it (first: {extra[:3]}). A submission "
+        f"could never be valid: use the sample submission and test/ folder of the same competition{hint}")
+
+
+def _sample_lists_groups(stems: set[str], test: pd.DataFrame, group_rule: str | None, sample_csv: Path) -> bool:
+    """Whether the sample's ids are the groups of the test files (every test group among them)."""
+    if not group_rule:
+        return False
+    groups = {g for g in name_groups(list(test.id), group_rule) if g}
+    if not groups or not groups <= stems:
+        return False
+    if stems - groups:
+        log.warning("%s lists %d video(s) with no test frame (e.g. %s): `ensemble --per-group` predicts them %s",
+                    sample_csv, len(stems - groups), sorted(stems - groups)[:3], "0.5 (the prior)")
+    return True
+
+
+def looks_like_groups(stems: set[str], test_ids: pd.Series) -> bool:
+    """Most test file names start with a sample id (frames named after their video)."""
+    ordered = sorted(stems)
+
+    def starts_with_a_stem(name: str) -> bool:  # a prefix of ``name`` sorts at or just before it
+        at = bisect.bisect_right(ordered, name) - 1
+        return at >= 0 and name.startswith(ordered[at])
+
+    hits = [starts_with_a_stem(t) for t in test_ids]
+    return bool(hits) and sum(hits) > len(hits) / 2
 
 
 def find_leaks(labelled: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
@@ -640,7 +679,7 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
     split_file = store / split_name(cfg)
     split = _split(labelled, split_file, cfg)
     listed_test = list_test(root)
-    check_test_set(root, labelled, listed_test, store / LEAKS)
+    check_test_set(root, labelled, listed_test, store / LEAKS, cfg.group_from_name)
     listed_unseen = list_unseen(root)
     check_near_duplicates(labelled, split, listed_test, listed_unseen, store)
     if not crop:

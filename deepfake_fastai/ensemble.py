@@ -595,13 +595,20 @@ def group_rule(run_dirs: Sequence[Path]) -> str:
     patterns = sorted({p for p in found.values() if p})
     if not patterns:
         raise EnsembleError(f"--per-group: the runs' configs have no data.group_from_name, so test images cannot "
-                            f"be put into groups (videos); set data.group_from_name (e.g. '^(.+?)_\\d+$': the "
-                            f"video id before the frame number) and rerun the runs (runs: "
-                            f"{', '.join(found)})")
+                            f"be put into groups (videos); set data.group_from_name (e.g. '^([^_]+)_': the video "
+                            f"id of <video>_<frame>_<face>.jpg; with a CSV source it replaces data.group_col, as the "
+                            f"test images are not in the CSV) and rerun the runs (runs: {', '.join(found)})")
     if len(patterns) > 1:
         raise EnsembleError(f"--per-group: the runs name groups with different rules {patterns} ({found}); "
                             f"ensemble runs of one group rule")
     return patterns[0]
+
+
+def groups_without_frames(groups: Sequence[str], expected: Sequence[str]) -> list[str]:
+    """The expected ids (e.g. the sample submission's `abc.mp4`) whose stem is none of ``groups``: videos with no
+    test frame (DFDC: no face found in them)."""
+    have = set(groups)
+    return [e for e in expected if Path(e).stem not in have and e not in have]
 
 
 def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str,
@@ -704,10 +711,11 @@ def _calibration_lines(result: EnsembleResult) -> list[str]:
     c = result.calibration
     if not c:
         return []
-    done = ([f"temperature {c['temperature']:.3f} (fitted on the validation rows)"] if c["temperature"] else [])
+    rows = "out-of-fold rows" if result.valid_folds is not None else "validation rows"
+    done = ([f"temperature {c['temperature']:.3f} (fitted on the {rows})"] if c["temperature"] else [])
     done += [f"clipped to [{c['clip']:g}, {1 - c['clip']:g}]"] if c["clip"] else []
-    text = (f"submitted probabilities: {', '.join(done)}; validation log loss {c['log_loss']:.4f} -> "
-            f"{c['submitted_log_loss']:.4f}")
+    text = (f"submitted probabilities: {', '.join(done)}; log loss on those rows {c['log_loss']:.4f} -> "
+            f"{c['submitted_log_loss']:.4f} (out of sample: the honest column)")
     if "group_log_loss" in c:
         text += f", group log loss {c['group_log_loss']:.4f} -> {c['submitted_group_log_loss']:.4f}"
     return [text]

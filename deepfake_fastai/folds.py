@@ -94,9 +94,7 @@ def mean_history(fold_dirs: list[Path]) -> pd.DataFrame:
 def scores(oof: pd.DataFrame, found: list[dict[str, Any]]) -> dict[str, Any]:
     """OOF metrics (and per group, when the split has groups), each fold's AUC and their spread."""
     y, p = oof.y.to_numpy(), oof.prob.to_numpy()
-    out: dict[str, Any] = metrics.classification(y, p)
-    if "group" in oof.columns:
-        out |= metrics.group_scores(y, p, oof.group)
+    out: dict[str, Any] = metrics.validation_scores(y, p, oof.get("group"))
     fold_auc = [round(float(f["auc"]), 4) for f in found]
     return {**out, "fold_auc": fold_auc, "auc_fold_std": round(float(np.std(fold_auc)), 4)}
 

@@ -29,6 +29,13 @@ def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
+def validation_scores(y: np.ndarray, p: np.ndarray, groups=None) -> dict[str, float]:
+    """What a run records about its validation predictions: ``classification``, plus ``group_scores`` when the
+    split has groups (videos)."""
+    found = classification(y, p)
+    return found if groups is None else {**found, **group_scores(y, p, groups)}
+
+
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC (ties count half); nan when ``y`` holds one class only."""
     from sklearn.metrics import roc_auc_score

@@ -111,6 +111,7 @@ def make_split(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         split["is_test"] = _hold_out(split, cfg.test_pct, cfg.split_seed, "labelled test part (data.test_pct)")
     rest = ~split.is_test
     if cfg.folds:
+        _check_groups_per_class(split[rest], cfg.folds)
         split["fold"] = NO_FOLD
         split.loc[rest, "fold"] = _folds(split[rest], cfg.folds, cfg.split_seed)
     else:
@@ -152,6 +153,16 @@ def _folds(split: pd.DataFrame, k: int, seed: int, what: str = "data.folds") -> 
     for i, (_, held) in enumerate(cuts):
         fold[held] = i
     return fold
+
+
+def _check_groups_per_class(split: pd.DataFrame, k: int) -> None:
+    """Each of k validation folds needs a group of each class, or its AUC is undefined (a NaN in the run's scores)."""
+    if "group" not in split.columns:
+        return
+    per_class = split.groupby("label").group.nunique()
+    if per_class.min() < k:
+        raise DataError(f"data.folds: {k} folds need at least {k} groups of each class for every fold to hold both "
+                        f"classes; groups per class: {per_class.to_dict()}. Use at most {int(per_class.min())} folds")
 
 
 def _every_class_on_both_sides(split: pd.DataFrame, mask: np.ndarray, seed: int) -> np.ndarray:

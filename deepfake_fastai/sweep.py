@@ -138,7 +138,7 @@ LEADERBOARD_COLUMNS = ["rank", "run", "status", "arch", "recipe", "input", "item
 
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     """A fixed-width leaderboard for the terminal."""
-    extra = [c for c in ("auc_fold_std", "group_auc") if any(r.get(c) is not None for r in rows)]  # folds, groups
+    extra = [c for c in ("folds", "auc_fold_std", "group_auc") if any(r.get(c) is not None for r in rows)]
     cols = ["rank", "run", "status", metric, *extra, "accuracy", "wall_time_s", "images_per_s", "note"]
     cols = list(dict.fromkeys(cols))
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]

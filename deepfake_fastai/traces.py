@@ -508,7 +508,7 @@ def run_traces(cfg: TrainConfig, run_dir: Path) -> RunResult:
     valid_probs = positive_probs(model, feats.valid)
     runfolder.write_predictions(run_dir, valid, valid_probs, prepared.test, positive_probs(model, feats.test))
     held_out = runfolder.score_held_out(prepared, run_dir, lambda part, _: positive_probs(model, getattr(feats, part)))
-    scores = metrics.classification(y, valid_probs)
+    scores = metrics.validation_scores(y, valid_probs, valid.get("group"))
     runfolder.write_history(run_dir, pd.DataFrame([{
         "epoch": 0, "train_loss": metrics.classification(y_train, positive_probs(model, feats.train))["log_loss"],
         "valid_loss": scores["log_loss"], "roc_auc_score": scores["auc"]}]))  # a CNN's columns, one "epoch"

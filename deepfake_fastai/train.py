@@ -68,12 +68,13 @@ def _run_folds(cfg: TrainConfig, run_dir: Path) -> RunResult:
 
     fold_dirs = []
     for k in range(cfg.data.folds):
-        log.info("%s: fold %d of %d", cfg.run_name, k + 1, cfg.data.folds)
         fold_cfg = folds.fold_config(cfg, k, run_dir)
         done = run_dir / fold_cfg.run_name
         if is_complete(done) and folds.same_but_micro_batch(resolve_paths(runfolder.read_config(done)), fold_cfg):
-            fold_dirs.append(done)  # finished before a CUDA OOM retry halved the micro-batch: the same run
+            log.info("%s: %s (%d of %d) is complete: kept", cfg.run_name, done.name, k + 1, cfg.data.folds)
+            fold_dirs.append(done)  # finished (maybe before a CUDA OOM retry halved the micro-batch): the same run
             continue
+        log.info("%s: %s (%d of %d)", cfg.run_name, done.name, k + 1, cfg.data.folds)
         fold_dirs.append(run(fold_cfg).run_dir)
     return folds.combine(cfg, run_dir, fold_dirs)
 
@@ -116,7 +117,7 @@ def _train_steps(cfg: TrainConfig, run_dir: Path) -> RunResult:
     learner_sha = learner.export(learn, run_dir / runfolder.LEARNER)
     n_train = int((~prepared.items.is_valid).sum())
     result = {
-        **metrics.classification(y, valid_probs), **held_out,
+        **metrics.validation_scores(y, valid_probs, valid.get("group")), **held_out,
         "status": "complete", "run": cfg.run_name, "arch": cfg.arch, "recipe": cfg.recipe, "input": cfg.input,
         "size": cfg.size, "item_resize_px": cfg.item_resize_px, "epochs": cfg.epochs, "precision_mode": precision,
         "n_train": n_train, "n_valid": len(valid), "n_test": len(prepared.test),

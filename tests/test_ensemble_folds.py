@@ -248,3 +248,25 @@ def test_clip_bounds_the_submitted_probabilities(tmp_path: Path):
     assert "clipped to [0.05, 0.95]" in stdout
     rc, _, err = run_cli("ensemble", str(tmp_path / "sw"), "--clip", "0.7", "--out-dir", str(out))
     assert rc == 2 and "clip 0.7" in err
+
+
+def test_a_video_with_no_test_frame_gets_the_prior_and_is_named(tmp_path: Path):
+    """DFDC: some test videos have no detected face, so no frame; the submission still needs their row."""
+    sweep, sample, _, _ = per_group_sweep(tmp_path)
+    pd.DataFrame({"filename": ["test3.mp4", "noface.mp4", "test0.mp4", "test2.mp4", "test1.mp4"],
+                  "label": 0.5}).to_csv(sample, index=False)
+    out = tmp_path / "subs"
+    rc, stdout, err = run_cli("ensemble", str(sweep), "--per-group", "--method", "mean", "--clip", "0.01",
+                              "--sample-submission", str(sample), "--out-dir", str(out))
+    assert rc == 0, err
+    assert "WARNING: 1 group(s) of the sample submission have no test image (e.g. ['noface.mp4'])" in stdout
+    csv = next(p for p in out.glob("*.csv") if not p.name.endswith(".probs.csv"))
+    frame = pd.read_csv(csv).set_index("filename")
+    assert len(frame) == 5 and frame.label["noface.mp4"] == 0.5
+    assert json.loads(csv.with_suffix(".json").read_text())["per_group"]["no_frames"]["ids"] == ["noface.mp4"]
+
+
+def test_a_per_video_sample_without_per_group_says_to_add_it(tmp_path: Path):
+    sweep, sample, _, _ = per_group_sweep(tmp_path)
+    rc, _, err = run_cli("ensemble", str(sweep), "--sample-submission", str(sample), "--out-dir", str(tmp_path / "s"))
+    assert rc == 2 and "add --per-group" in err

@@ -137,3 +137,12 @@ def test_folds_finished_before_an_oom_retry_are_kept(tiny_data, tmp_path):
     again = train(**{**kwargs, "accum": 2})
     assert again.run_dir == first.run_dir and runfolder.is_complete(again.run_dir)
     assert fold_0.stat().st_mtime_ns == before
+
+
+def test_a_one_split_grouped_run_scores_groups_too(tmp_path):
+    root = write_videos(tmp_path / "videos", n_videos=12, frames=4, image_px=32)
+    kwargs = tiny_train_kwargs(tmp_path, root)
+    kwargs["data"] = kwargs["data"].__class__(**{**kwargs["data"].__dict__, "group_from_name": "^([a-z]+)_",
+                                                  "valid_pct": 0.34})
+    m = train(**kwargs).metrics
+    assert m["n_groups"] == 4 and 0.0 <= m["group_auc"] <= 1.0 and "folds" not in m

@@ -260,3 +260,28 @@ def test_near_duplicates_in_the_test_folder_are_reported_by_prepare_and_the_swee
         (root / "test" / name).unlink()
     _prepare(tmp_path, root)
     assert not report.exists() and data.leak_notes(prepared.split_file) == []
+
+
+def test_a_per_video_sample_submission_is_accepted_with_a_group_rule(tmp_path, caplog):
+    """A per-video competition's sample lists videos (`abc.mp4`), the test folder frames (`abc_0_0.png`): with
+    data.group_from_name the frames' groups must be the sample's ids (extra videos without a frame are warned);
+    without it, the refusal says what to set."""
+    root = tmp_path / "d"
+    for v, video in enumerate(("kaa", "kbb", "kcc", "kdd", "kee", "kff")):  # labelled frames, 3 videos a class
+        for f in range(2):
+            _img(root / ("fake" if v % 2 else "real") / f"{video}_{f}_0.png", 10 * v + f)
+    for video in ("abc", "xyz"):
+        for f in range(2):
+            _img(root / "test" / f"{video}_{f}_0.png", 50 + f)
+    (root / "sample_submission.csv").write_text("filename,label\nabc.mp4,0.5\nxyz.mp4,0.5\nnoface.mp4,0.5\n")
+    with pytest.raises(data.DataError, match=r"its ids look like videos .*set data.group_from_name"):
+        _prepare(tmp_path, root)
+    rule = "^([a-z]+)_"
+    with caplog.at_level(logging.WARNING):
+        prepared = data.prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp_path / "store"),
+                                           group_from_name=rule, valid_pct=0.5), item_resize_px=32)
+    assert len(prepared.test) == 4 and "lists 1 video(s) with no test frame (e.g. ['noface'])" in caplog.text
+    (root / "sample_submission.csv").write_text("filename,label\nabc.mp4,0.5\n")  # xyz's frames have no row
+    with pytest.raises(data.DataError, match="does not match the test folder"):
+        data.prepare(DataConfig(source="folder", path=str(root), data_dir=str(tmp_path / "store"),
+                                group_from_name=rule, valid_pct=0.5), item_resize_px=32)

@@ -80,8 +80,8 @@ def test_mixed_class_groups_are_reported(caplog):
 
 
 def test_too_few_groups_or_unmatched_names_are_refused_with_the_fix():
-    frame, config = grouped(videos(n_videos=4), folds=5)
-    with pytest.raises(data.DataError, match=r"needs at least 5 groups to cut, found 4"):
+    frame, config = grouped(videos(n_videos=4), valid_pct=0.2)  # a 1/5 cut of 4 videos
+    with pytest.raises(data.DataError, match=r"validation \(data.valid_pct\) needs at least 5 groups to cut, found 4"):
         splits.make_split(frame, config)
     odd = pd.concat([videos(), pd.DataFrame({"id": ["fake/NoVideoId.png"], "label": ["fake"]})])
     with pytest.raises(data.DataError, match=r"1 file name\(s\) under test data do not match data.group_from_name "
@@ -144,3 +144,21 @@ def test_run_names_say_folds_and_a_single_fold():
     assert TrainConfig().run_name == "resnet18_r64-64_fine_tune_s42"  # unchanged without folds
     assert TrainConfig(data=DataConfig(folds=5)).run_name == "resnet18_r64-64_fine_tune_s42_k5"
     assert TrainConfig(data=DataConfig(folds=5, fold=2)).run_name == "resnet18_r64-64_fine_tune_s42_k5f2"
+
+
+def test_more_folds_than_groups_of_a_class_are_refused():
+    frame, config = grouped(videos(n_videos=24), folds=20)  # 12 videos per class: 8 folds would lack a class
+    with pytest.raises(data.DataError, match=r"20 folds need at least 20 groups of each class.*at most 12 folds"):
+        splits.make_split(frame, config)
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch):
+    from deepfake_fastai import cli
+    from tests.conftest import run_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_data", interrupted)  # the command itself: what a Ctrl-C interrupts
+    rc, _, err = run_cli("data")
+    assert rc == 130 and "interrupted: complete runs (and folds) are kept" in err and "Traceback" not in err
