@@ -254,6 +254,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"accuracy {m['test_accuracy']:.4f}  precision {m['test_precision']:.4f}  recall {m['test_recall']:.4f}  "
               f"F1 {m['test_f1']:.4f}  confusion [[TN FP] [FN TP]] {m['test_confusion']}")
     print(f"  metrics: {result.run_dir / runfolder.METRICS}")
+    if m.get("folds"):  # K models, one per fold folder: the run's scores are out-of-fold
+        print(f"  {m['folds']} folds (AUC per fold {m['fold_auc']}, spread {m['auc_fold_std']}): one model each in "
+              f"{result.run_dir}/{runfolder.FOLD_PREFIX}<k>/")
+        return 0
     model = result.model_path  # em_traces runs keep a scikit-learn model
     print(f"  {'learner' if model == result.learner_path else 'model'}: {model}")
     return 0

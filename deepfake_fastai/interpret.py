@@ -351,6 +351,8 @@ def run_figures(run: Run, n_top: int = 12, n_per_class: int = 4,
     if run.config.arch == TRACES_ARCH:  # no network to look into: its kernel plots explain it (traces.py)
         return [(name, fig) for name, fig in figures if fig is not None], notes
     learn = _attempt(notes, run, "learner", lambda: _learner(run))
+    if "fold" in frame.columns:  # a K-fold run: the learner is fold 0's, so only the images it never trained on
+        frame = frame[frame["fold"].astype(str) == "0"].reset_index(drop=True)
     if learn is not None:  # the top losses need no model; the other two do
         figures.append(("Grad-CAM", _attempt(notes, run, "Grad-CAM", lambda: _grad_cam_of(run, learn, frame,
                                                                                        n_per_class))))
