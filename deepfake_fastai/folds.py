@@ -34,12 +34,6 @@ def fold_config(cfg: TrainConfig, k: int, run_dir: Path) -> TrainConfig:
                                data=dataclasses.replace(cfg.data, fold=k))
 
 
-def same_but_micro_batch(stored: TrainConfig, cfg: TrainConfig) -> bool:
-    """Whether a finished fold is this fold's run up to ``accum`` (the sweep's CUDA OOM retry doubles it, keeping
-    the effective batch): the folds finished before the retry are kept, not trained again or refused."""
-    return runfolder.config_differences(stored, cfg) in ([], ["accum"])
-
-
 def combine(cfg: TrainConfig, run_dir: Path, fold_dirs: list[Path]) -> RunResult:
     """OOF validation, mean held-out predictions, mean history and the scores, written to ``run_dir``."""
     found = [runfolder.read_metrics(d) for d in fold_dirs]

@@ -68,22 +68,20 @@ def _run_folds(cfg: TrainConfig, run_dir: Path) -> RunResult:
 
     fold_dirs = []
     for k in range(cfg.data.folds):
-        fold_cfg = folds.fold_config(cfg, k, run_dir)
-        done = run_dir / fold_cfg.run_name
-        if is_complete(done) and folds.same_but_micro_batch(resolve_paths(runfolder.read_config(done)), fold_cfg):
-            log.info("%s: %s (%d of %d) is complete: kept", cfg.run_name, done.name, k + 1, cfg.data.folds)
-            fold_dirs.append(done)  # finished (maybe before a CUDA OOM retry halved the micro-batch): the same run
-            continue
-        log.info("%s: %s (%d of %d)", cfg.run_name, done.name, k + 1, cfg.data.folds)
-        fold_dirs.append(run(fold_cfg).run_dir)
+        log.info("%s: %s (%d of %d)", cfg.run_name, runfolder.fold_name(k), k + 1, cfg.data.folds)
+        fold_dirs.append(run(folds.fold_config(cfg, k, run_dir)).run_dir)  # a complete fold is skipped by run()
     return folds.combine(cfg, run_dir, fold_dirs)
+
+
+SAME_RUN_ANYWAY = {"accum"}  # how the same effective batch is split into micro-batches: the sweep's CUDA OOM retry
+# doubles it and reruns the folder, so the folds (or the run) finished before the retry are this run, not another
 
 
 def _same_config_or_raise(run_dir: Path, cfg: TrainConfig) -> None:
     """A complete folder of the same name but another config (e.g. other data) is never taken as this run."""
     stored = resolve_paths(runfolder.read_config(run_dir))  # older runs stored a relative path as given
-    if stored != cfg:
-        diff = runfolder.config_differences(stored, cfg)
+    diff = [k for k in runfolder.config_differences(stored, cfg) if k not in SAME_RUN_ANYWAY]
+    if diff:
         raise ValueError(f"{run_dir} holds a complete run with a different config (differs in {diff}); "
                          f"use --name / --runs-dir for this one, or delete that folder to replace it")
 
