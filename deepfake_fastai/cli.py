@@ -398,14 +398,10 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         expected = submit.expected_from_ids(source, *classes, _format_overrides(args))
     ids, probs, per_group = result.test_ids, result.test_probs, {}
     if pattern:
-        ids, probs = ensemble.group_probs(result.test_ids, result.test_probs, pattern, result.fallback_ids)
-        empty = ensemble.groups_without_frames(ids, expected.ids)
-        per_group = {"per_group": {"group_from_name": pattern, "n_groups": len(ids), "n_images": len(result.test_ids),
-                                   "prob": "mean of the group's images' submitted probabilities",
-                                   "no_frames": {"ids": empty, "prob": ensemble.FALLBACK_PROB}}}
-        print(f"\nper group: {len(result.test_ids)} test images -> {len(ids)} groups by '{pattern}'")
-        if empty:  # a video with no frame (no face found) still needs its row: the uninformed prior
-            ids, probs = [*ids, *empty], [*probs, *[ensemble.FALLBACK_PROB] * len(empty)]
+        ids, probs, rows = ensemble.per_group_rows(result, pattern, expected.ids)
+        per_group, empty = {"per_group": rows}, rows["no_frames"]["ids"]
+        print(f"\nper group: {len(result.test_ids)} test images -> {rows['n_groups']} groups by '{pattern}'")
+        if empty:
             print(f"WARNING: {len(empty)} group(s) of the sample submission have no test image (e.g. {empty[:3]}): "
                   f"probability {ensemble.FALLBACK_PROB} (the prior), listed in the record's per_group.no_frames")
     elif sample and _sample_lists_groups(expected.ids, result.test_ids):  # a per-video competition, per image

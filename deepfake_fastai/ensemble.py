@@ -496,9 +496,9 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
     per_run = {r.name: score(metric, y, r.valid_probs) for r in runs}
     best = runs[_best(metric, list(per_run.values()))]
     scores = {
-        "ensemble": _scores(y, valid_p, groups, clip),
-        "plain_mean": _scores(y, valid.mean(axis=0), groups, clip),
-        "best_single": {"run": best.name, **_scores(y, best.valid_probs, groups, clip)},
+        "ensemble": metrics.validation_scores(y, valid_p, groups, clip),
+        "plain_mean": metrics.validation_scores(y, valid.mean(axis=0), groups, clip),
+        "best_single": {"run": best.name, **metrics.validation_scores(y, best.valid_probs, groups, clip)},
         "runs": per_run,
     }
     if groups is not None:
@@ -515,12 +515,6 @@ def build(runs: Sequence[RunPredictions], method: str = "greedy", metric: str = 
         valid_groups=groups, valid_folds=ref.valid_folds,
         calibration=_calibration(post, temperature, y, valid_p, groups),
     )
-
-
-def _scores(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, clip: float | None) -> dict[str, float]:
-    """Image-level scores, and group-level ones (group_auc, group_accuracy, group_log_loss) with groups."""
-    found = metrics.classification(y, p)
-    return found if groups is None else {**found, **metrics.group_scores(y, p, groups, clip or metrics.EPS)}
 
 
 def shared_groups(runs: Sequence[RunPredictions]) -> np.ndarray | None:
@@ -565,9 +559,9 @@ def _labelled_test_scores(method: str, runs: Sequence[RunPredictions], w: np.nda
     if not len(runs[0].ltest_ids):
         return {}
     y, probs, groups = runs[0].y_ltest, np.stack([r.ltest_probs for r in runs]), runs[0].ltest_groups
-    return {"n": len(y), "ensemble": _scores(y, combine(method, probs, w), groups, clip),
-            "plain_mean": _scores(y, probs.mean(axis=0), groups, clip),
-            "best_single": {"run": best.name, **_scores(y, best.ltest_probs, groups, clip)}}
+    return {"n": len(y), "ensemble": metrics.validation_scores(y, combine(method, probs, w), groups, clip),
+            "plain_mean": metrics.validation_scores(y, probs.mean(axis=0), groups, clip),
+            "best_single": {"run": best.name, **metrics.validation_scores(y, best.ltest_probs, groups, clip)}}
 
 
 def cover(result: EnsembleResult, test_ids: Sequence[str]) -> EnsembleResult:
@@ -604,11 +598,18 @@ def group_rule(run_dirs: Sequence[Path]) -> str:
     return patterns[0]
 
 
-def groups_without_frames(groups: Sequence[str], expected: Sequence[str]) -> list[str]:
-    """The expected ids (e.g. the sample submission's `abc.mp4`) whose stem is none of ``groups``: videos with no
-    test frame (DFDC: no face found in them)."""
+def per_group_rows(result: EnsembleResult, pattern: str,
+                   expected: Sequence[str]) -> tuple[list[str], list[float], dict[str, Any]]:
+    """The submission's rows when a competition scores groups (videos): each group's mean probability
+    (``group_probs``), and FALLBACK_PROB for each ``expected`` id (the sample submission's, e.g. `abc.mp4`) whose
+    group has no test image (DFDC: no face found in the video); with what the record says about it."""
+    groups, probs = group_probs(result.test_ids, result.test_probs, pattern, result.fallback_ids)
     have = set(groups)
-    return [e for e in expected if Path(e).stem not in have and e not in have]
+    empty = [e for e in expected if Path(e).stem not in have and e not in have]
+    record = {"group_from_name": pattern, "n_groups": len(groups), "n_images": len(result.test_ids),
+              "prob": "mean of the group's images' submitted probabilities",
+              "no_frames": {"ids": empty, "prob": FALLBACK_PROB}}
+    return [*groups, *empty], [*probs, *[FALLBACK_PROB] * len(empty)], record
 
 
 def group_probs(test_ids: Sequence[str], test_probs: np.ndarray, pattern: str,

@@ -29,11 +29,11 @@ def classification(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
-def validation_scores(y: np.ndarray, p: np.ndarray, groups=None) -> dict[str, float]:
-    """What a run records about its validation predictions: ``classification``, plus ``group_scores`` when the
-    split has groups (videos)."""
+def validation_scores(y: np.ndarray, p: np.ndarray, groups=None, clip: float | None = None) -> dict[str, float]:
+    """What a run (or an ensemble) records about labelled predictions: ``classification``, plus ``group_scores``
+    (group log loss clipped to [clip, 1 - clip]) when the split has groups (videos)."""
     found = classification(y, p)
-    return found if groups is None else {**found, **group_scores(y, p, groups)}
+    return found if groups is None else {**found, **group_scores(y, p, groups, clip or EPS)}
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
