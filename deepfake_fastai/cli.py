@@ -226,11 +226,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import prepare
 
-    prepared = prepare(data_config(args), item_resize_px=args.item_resize_px)
+    cfg = data_config(args)
+    prepared = prepare(cfg, item_resize_px=args.item_resize_px)
     items = prepared.items
     print(f"data set {prepared.key}: {len(items)} labelled images, classes "
           f"{prepared.negative_class} / {prepared.positive_class} (positive)")
-    folds = f" (fold 0 of {prepared_folds})" if (prepared_folds := data_config(args).folds) else ""
+    folds = f" (fold 0 of {cfg.folds})" if cfg.folds else ""
     print(f"  train {int((~items.is_valid).sum())}, valid {int(items.is_valid.sum())}{folds}, "
           f"labelled test {len(prepared.labelled_test)}, unlabelled test {len(prepared.test)}, "
           f"skipped {len(prepared.bad_images)}")
@@ -366,6 +367,7 @@ def _format_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from . import ensemble, submit
+    from .data import sample_lists_videos
 
     if args.sample_submission and not args.sample_submission.is_file():
         raise FileNotFoundError(f"--sample-submission {args.sample_submission}: no such file")
@@ -404,7 +406,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if empty:
             print(f"WARNING: {len(empty)} group(s) of the sample submission have no test image (e.g. {empty[:3]}): "
                   f"probability {ensemble.FALLBACK_PROB} (the prior), listed in the record's per_group.no_frames")
-    elif sample and _sample_lists_groups(expected.ids, result.test_ids):  # a per-video competition, per image
+    elif sample and sample_lists_videos(expected.ids, result.test_ids):  # a per-video competition, per image
         raise ValueError(f"{sample} lists groups (its ids start the test images' names, e.g. {expected.ids[0]}): the "
                          f"competition scores one row per video; add --per-group (needs data.group_from_name)")
     frame = submit.make_frame(ids, probs, expected.fmt, classes, expected.ids)
@@ -418,14 +420,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     print(f"record:     {path.with_suffix('.json')}")
     print(f'next:       deepfake-fastai submit {path} -m "..." [--dry-run]')
     return 0
-
-
-def _sample_lists_groups(expected: list[str], test_ids) -> bool:
-    """The sample's ids match no test image, but most test images are named after one (frames of a video)."""
-    from .data import looks_like_groups, match_ids
-
-    test_ids = [str(t) for t in test_ids]
-    return not any(match_ids(test_ids, expected)) and looks_like_groups({Path(e).stem for e in expected}, test_ids)
 
 
 def _warn_fallback(result, metrics: dict) -> None:

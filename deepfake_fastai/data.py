@@ -27,13 +27,12 @@ from .manifest import file_sha256
 from .netcheck import reachable
 from .progress import progress
 from .splits import (
-    SHARED_SHARE,
     DataError,
     fixed_split,
     name_groups,
+    names_suggest_groups,
     read_split,
     report_mixed_groups,
-    shared_name_keys,
     split_name,
     validation_of,
     warn_if_names_suggest_groups,
@@ -474,13 +473,8 @@ def leak_notes(split_file: Path) -> list[str]:
         pairs = read_table(store / NEAR_DUPLICATES)
         notes.append(f"{len(pairs)} near-duplicate pair(s) across the split ({_pair_counts(pairs)}): "
                      f"{store / NEAR_DUPLICATES}")
-    split = read_split(split_file) if Path(split_file).is_file() else None
-    if split is not None and "group" not in split.columns:
-        share, example = shared_name_keys(split)
-        if share >= SHARED_SHARE:
-            notes.append(f"{100 * share:.0f}% of validation images share a file-name prefix with training images "
-                         f"(e.g. '{example}_*'): frames of one video? set data.group_from_name (README: Leakage)")
-    return notes
+    names = names_suggest_groups(read_split(split_file)) if Path(split_file).is_file() else None
+    return notes + ([names] if names else [])
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -518,7 +512,7 @@ def check_sample_submission(sample_csv: Path, test: pd.DataFrame, group_rule: st
         return
     hint = ("; its ids look like videos (the test files' names start with them): set data.group_from_name "
             "(--group-from-name) so each test frame has its video, then ensemble --per-group") \
-        if not group_rule and looks_like_groups(stems, test.id) else ""
+        if not group_rule and sample_lists_videos(ids, list(test.id)) else ""
     raise DataError(
         f"{sample_csv} does not match the test folder: {len(missing)} of its {len(stems)} ids have no test image "
         f"(first: {missing[:3]}), {len(extra)} test images are not in it (first: {extra[:3]}). A submission "
@@ -538,15 +532,18 @@ def _sample_lists_groups(stems: set[str], test: pd.DataFrame, group_rule: str | 
     return True
 
 
-def looks_like_groups(stems: set[str], test_ids: pd.Series) -> bool:
-    """Most test file names start with a sample id (frames named after their video)."""
-    ordered = sorted(stems)
+def sample_lists_videos(sample_ids: Sequence[str], test_ids: Sequence[str]) -> bool:
+    """Whether a sample submission lists groups rather than the test images: no test image is one of its ids, but
+    most test file names start with one (frames named after their video: `abc.mp4` -> `abc_0_0.png`)."""
+    if any(match_ids(list(test_ids), list(sample_ids))):
+        return False
+    ordered = sorted({Path(i).stem for i in sample_ids})
 
     def starts_with_a_stem(name: str) -> bool:  # a prefix of ``name`` sorts at or just before it
         at = bisect.bisect_right(ordered, name) - 1
         return at >= 0 and name.startswith(ordered[at])
 
-    hits = [starts_with_a_stem(t) for t in test_ids]
+    hits = [starts_with_a_stem(str(t)) for t in test_ids]
     return bool(hits) and sum(hits) > len(hits) / 2
 
 
@@ -696,7 +693,7 @@ def prepare(cfg: DataConfig, item_resize_px: int, workers: int = 2, crop: bool =
         raise DataError(f"none of the {len(cached)} labelled images could be read, e.g. {first.source}: "
                         f"{first.error}. Check data.path (and data.images_dir for a CSV source).")
     grouped = ["group"] if "group" in split.columns else []
-    split = split.assign(is_valid=validation_of(split, cfg))
+    split = split.assign(is_valid=validation_of(split, cfg.fold))
     items = cached[cached.error.isna()].drop(columns=grouped).merge(
         split[["id", "is_valid", "is_test", *grouped]], on="id")
     negative = next(c for c in sorted(labelled.label.unique()) if c != cfg.positive_class)
@@ -713,7 +710,7 @@ def _split(labelled: pd.DataFrame, split_file: Path, cfg: DataConfig) -> pd.Data
     split = fixed_split(labelled, split_file, cfg)
     if "group" in split.columns:
         report_mixed_groups(split)
-    warn_if_names_suggest_groups(split, cfg)
+    warn_if_names_suggest_groups(split)
     return split
 
 

@@ -194,12 +194,12 @@ def _check_split_matches(split: pd.DataFrame, frame: pd.DataFrame, split_file: P
         )
 
 
-def validation_of(split: pd.DataFrame, cfg: DataConfig) -> pd.Series:
-    """Which rows a run of ``cfg`` validates on: ``is_valid``, or with folds the rows of fold ``data.fold``
-    (fold 0 when none is given, e.g. `deepfake-fastai data`)."""
+def validation_of(split: pd.DataFrame, fold: int | None = None) -> pd.Series:
+    """Which rows a run validates on: ``is_valid``, or with folds the rows of fold ``fold`` (data.fold; fold 0
+    when none is given, e.g. `deepfake-fastai data`)."""
     if "fold" not in split.columns:
         return split.is_valid
-    return split.fold == (cfg.fold or 0)
+    return split.fold == (fold or 0)
 
 
 # ------------------------------------------------------------------------------------------------ leak warning
@@ -222,21 +222,28 @@ def shared_name_keys(split: pd.DataFrame) -> tuple[float, str | None]:
     counts = keys[keys != ""].value_counts()
     if len(counts) < MIN_KEYS or counts.iloc[0] > MAX_KEY_SHARE * len(split):
         return 0.0, None
-    valid = split.is_valid if "fold" not in split.columns else split.fold == 0
+    valid = validation_of(split)
     train = ~valid & ~split.is_test
     shared = keys[valid].isin(set(keys[train])) & (keys[valid] != "")
     return float(shared.mean()) if valid.any() else 0.0, (keys[valid][shared].iloc[0] if shared.any() else None)
 
 
-def warn_if_names_suggest_groups(split: pd.DataFrame, cfg: DataConfig) -> float:
-    """When no groups are configured: warn if many validation images share a name key with training images
-    (frames of one video on both sides). Returns the shared share."""
-    if cfg.grouped:
-        return 0.0
+def names_suggest_groups(split: pd.DataFrame) -> str | None:
+    """The warning when many validation images share a name key with training images (frames of one video on
+    both sides of a split made without groups), or None."""
+    if "group" in split.columns:
+        return None
     share, example = shared_name_keys(split)
-    if share >= SHARED_SHARE:
-        log.warning("%.0f%% of validation images share a file-name prefix with training images (e.g. '%s_*'): "
-                    "if these are frames of one video or crops of one photo, validation scores are inflated (the "
-                    "model can recognise the clip). Split by group: data.group_from_name: '^(.+?)[_-]\\d' (or "
-                    "--group-from-name), or data.group_col for a CSV", 100 * share, example)
-    return share
+    if share < SHARED_SHARE:
+        return None
+    return (f"{100 * share:.0f}% of validation images share a file-name prefix with training images (e.g. "
+            f"'{example}_*'): if these are frames of one video or crops of one photo, validation scores are inflated "
+            f"(the model can recognise the clip). Split by group: data.group_from_name: '^([^_]+)_' (--group-from-"
+            f"name; README: Leakage), or data.group_col for a CSV")
+
+
+def warn_if_names_suggest_groups(split: pd.DataFrame) -> str | None:
+    message = names_suggest_groups(split)
+    if message:
+        log.warning("%s", message)
+    return message
