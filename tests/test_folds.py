@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_fastai import inspection, robustness, runfolder, splits, train
+from deepfake_fastai import inspection, metrics, robustness, runfolder, splits, train
 from deepfake_fastai.synthetic import write_videos
 from tests.conftest import tiny_train_kwargs
 
@@ -59,6 +59,14 @@ def test_listings_show_the_fold_run_once_and_its_learner_loads(five_fold):
     assert len(run.valid) == 64 and run.learner() is not None  # fold 0's learner
     table = robustness.evaluate(result.run_dir, names=("jpeg70",))
     assert set(table) == {"clean", "jpeg70"} and 0.0 <= table["clean"] <= 1.0
+    # pooled: each fold's own model on its own fold's images (not fold 0's model on every out-of-fold image)
+    labels, probs = [], []
+    for k in range(5):
+        paths, y = robustness.validation_images(result.run_dir / f"fold_{k}")
+        labels.append(y)
+        probs.append(robustness.predictor(result.run_dir / f"fold_{k}")(paths))
+    pooled = metrics.auc(np.concatenate(labels), np.concatenate(probs))
+    assert table["clean"] == pytest.approx(pooled, abs=1e-4) and sum(map(len, labels)) == 64
 
 
 def test_sigkill_in_fold_3_redoes_only_fold_3(tiny_data, tmp_path):
