@@ -124,3 +124,20 @@ def test_on_cifake_no_distinct_pair_is_within_the_threshold_and_reencodes_are(tm
     assert near_pairs(values, values, DEFAULT_MAX_DISTANCE).size == 0  # the measurement behind the constant
     copies = [save(Image.open(p), tmp_path / f"{k}.jpg", quality=70) for k, p in enumerate(paths[::100])]
     assert (near_pairs(values[::100], hashes(copies), DEFAULT_MAX_DISTANCE)[:, :2].T == np.arange(30)).all()
+
+
+def test_flat_images_that_hash_alike_but_differ_in_colour_are_not_pairs(tmp_path):
+    """pHash ignores brightness and colour: a flat blue and a flat pale crop, each with a dark corner (sky in the
+    embedded data), hash alike; the thumbnail check keeps them apart, and still confirms a real copy."""
+    def flat(colour, seed):
+        rng = np.random.default_rng(seed)
+        a = np.full((PX, PX, 3), colour, float) + rng.normal(0, 2, (PX, PX, 3))
+        a[-20:, :20] = 20  # the dark corner both share
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+    blue = save(flat((90, 130, 230), 1), tmp_path / "blue.png")
+    pale = save(flat((215, 225, 235), 2), tmp_path / "pale.png")
+    assert bin(int(hashes([blue])[0]) ^ int(hashes([pale])[0])).count("1") <= DEFAULT_MAX_DISTANCE  # alike to pHash
+    copy = save(flat((90, 130, 230), 1), tmp_path / "copy.jpg", quality=70)
+    found = find_near_duplicates(frame_of([("blue", blue, "train"), ("pale", pale, "test"), ("copy", copy, "test")]))
+    assert list(zip(found.id_a, found.id_b, strict=True)) == [("blue", "copy")]
